@@ -1,0 +1,80 @@
+"""Throughput of the SimSiam train step (pairs of views per second), printed as JSON.
+
+ResNet-18 (CIFAR stem, width 64), 2-layer projector 2048, predictor 512, batch 256, 32x32x3, for fp32 and
+mixed_bfloat16, with and without XLA (jit_compile). Each configuration runs in its own process, so that the
+precision policy and the compiled functions of one do not leak into the next.
+
+    python benchmarks/train_step.py [--batch_size 256] [--steps 5] [--warmup 2] [--only fp32:nojit]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+PYTORCH_OFFICIAL_PAIRS_PER_SEC = 16.3  # facebookresearch/simsiam builder, same model, this machine kind (FACTS.md)
+
+
+def measure(precision, jit, batch_size, steps, warmup, width, image_size):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import tf_simsiam
+
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+    backbone = tf_simsiam.backbones.resnet18((image_size, image_size, 3), width=width)
+    model = tf_simsiam.SimSiam(backbone, proj_dim=2048, pred_dim=512, proj_layers=2)
+    model.compile(optimizer=tf_simsiam.optim.simsiam_optimizer(batch_size, 1000, base_lr=0.03, weight_decay=5e-4),
+                  jit_compile=jit)
+    views = np.random.default_rng(0).random((batch_size, 2, image_size, image_size, 3), dtype=np.float32)
+    data = tf.data.Dataset.from_tensors(tf.constant(views)).repeat()
+    model.fit(data, steps_per_epoch=warmup, epochs=1, verbose=0)  # trace, compile, allocate
+    start = time.perf_counter()
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    seconds = time.perf_counter() - start
+    return {"precision": precision, "jit_compile": jit, "pairs_per_sec": round(batch_size * steps / seconds, 2),
+            "sec_per_step": round(seconds / steps, 3)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--image_size", type=int, default=32)
+    parser.add_argument("--only", help="run one configuration in this process, e.g. bf16:jit")
+    args = parser.parse_args()
+    if args.only:
+        precision, jit = args.only.split(":")
+        print(json.dumps(measure(precision, jit == "jit", args.batch_size, args.steps, args.warmup,
+                                 args.width, args.image_size)))
+        return
+    results = []
+    for config in ("fp32:nojit", "fp32:jit", "bf16:nojit", "bf16:jit"):
+        out = subprocess.run([sys.executable, __file__, "--only", config] + [
+            f"--{k}={v}" for k, v in vars(args).items() if k != "only"], capture_output=True, text=True)
+        if out.returncode:
+            results.append({"config": config, "error": out.stderr.strip().splitlines()[-1:]})
+        else:
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    import tensorflow as tf
+    best = {p: max((r.get("pairs_per_sec", 0) for r in results if r.get("precision") == p), default=0)
+            for p in ("fp32", "bf16")}
+    print(json.dumps({
+        "benchmark": "simsiam_train_step", "model": f"resnet18_cifar_w{args.width}", "batch_size": args.batch_size,
+        "image_size": args.image_size, "steps": args.steps, "cpu_count": os.cpu_count(),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count(),
+        "results": results,
+        "speedup_vs_pytorch_official": {p: round(v / PYTORCH_OFFICIAL_PAIRS_PER_SEC, 2) for p, v in best.items()},
+        "targets": {"fp32": 2.0, "bf16": 3.0},
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()

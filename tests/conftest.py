@@ -1,0 +1,25 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # the suite is CPU-only and deterministic
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_policy():
+    keras.utils.set_random_seed(0)
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def tiny_backbone(input_shape=(16, 16, 1), width=4, **kwargs):
+    from tf_simsiam.models import backbones
+    return backbones.resnet18(input_shape, width=width, **kwargs)
+
+
+def tiny_simsiam(input_shape=(16, 16, 1), **kwargs):
+    from tf_simsiam import SimSiam
+    kwargs = {"proj_dim": 32, "pred_dim": 8, "proj_layers": 2, **kwargs}
+    return SimSiam(tiny_backbone(input_shape), **kwargs)

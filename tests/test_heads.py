@@ -1,0 +1,61 @@
+import keras
+import numpy as np
+import pytest
+
+from tf_simsiam.models import heads
+
+
+def layer_kinds(model):
+    return [type(layer).__name__ for layer in model.layers]
+
+
+@pytest.mark.parametrize("proj_layers", [2, 3])
+def test_projector_layout_and_shape(proj_layers):
+    g = heads.projector(proj_dim=16, proj_layers=proj_layers)
+    assert g(np.zeros((4, 10), "float32")).shape == (4, 16)
+    assert layer_kinds(g) == ["Dense", "BatchNormalization", "ReLU"] * (proj_layers - 1) + [
+        "Dense", "BatchNormalization"]
+    dense = [layer for layer in g.layers if isinstance(layer, keras.layers.Dense)]
+    assert all(not d.use_bias for d in dense)  # every Linear is followed by BN
+    out_bn = g.layers[-1]
+    assert not out_bn.center and not out_bn.scale  # the output BN has no affine parameters
+    assert all(bn.center and bn.scale for bn in g.layers[:-1] if isinstance(bn, keras.layers.BatchNormalization))
+
+
+def test_predictor_is_a_bottleneck_without_output_bn():
+    h = heads.predictor(proj_dim=16, pred_dim=4)
+    assert h(np.zeros((4, 16), "float32")).shape == (4, 16)
+    assert layer_kinds(h) == ["Dense", "BatchNormalization", "ReLU", "Dense"]
+    assert h.layers[0].units == 4 and not h.layers[0].use_bias
+    assert h.layers[-1].units == 16 and h.layers[-1].use_bias
+
+
+def test_bn_placements_of_table_3():
+    none = heads.projector(8, 2, bn="none")
+    assert "BatchNormalization" not in layer_kinds(none)
+    assert all(d.use_bias for d in none.layers if isinstance(d, keras.layers.Dense))
+    hidden = heads.projector(8, 2, bn="hidden")
+    assert layer_kinds(hidden) == ["Dense", "BatchNormalization", "ReLU", "Dense"]
+    pred_all = heads.predictor(8, 4, bn="all")
+    assert layer_kinds(pred_all)[-1] == "BatchNormalization"
+
+
+def test_bn_uses_pytorch_defaults_and_sync_option():
+    g = heads.projector(8, 2, sync_bn=True)
+    bns = [layer for layer in g.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(bn.synchronized and bn.momentum == 0.9 and bn.epsilon == 1e-5 for bn in bns)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"proj_dim": 0}, "proj_dim must be a positive integer, got 0"),
+    ({"proj_layers": -1}, "proj_layers must be a positive integer, got -1"),
+    ({"bn": "output"}, "proj_bn must be one of"),
+])
+def test_projector_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        heads.projector(**kwargs)
+
+
+def test_predictor_rejects_bad_pred_dim():
+    with pytest.raises(ValueError, match="pred_dim must be a positive integer, got 2.5"):
+        heads.predictor(8, 2.5)

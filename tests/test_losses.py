@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_simsiam import losses
+
+
+def numpy_d(p, z):
+    p = p / np.linalg.norm(p, axis=1, keepdims=True)
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    return -np.mean(np.sum(p * z, axis=1))
+
+
+@pytest.fixture
+def pz():
+    rng = np.random.default_rng(1)
+    return [rng.normal(size=(8, 5)).astype("float32") for _ in range(4)]
+
+
+def test_negative_cosine_similarity_matches_numpy(pz):
+    p, z = pz[:2]
+    np.testing.assert_allclose(losses.negative_cosine_similarity(p, z).numpy(), numpy_d(p, z), rtol=1e-5)
+
+
+def test_negative_cosine_similarity_extremes():
+    x = np.random.default_rng(2).normal(size=(4, 3)).astype("float32")
+    np.testing.assert_allclose(losses.negative_cosine_similarity(x, 3 * x).numpy(), -1.0, rtol=1e-6)
+    np.testing.assert_allclose(losses.negative_cosine_similarity(x, -x).numpy(), 1.0, rtol=1e-6)
+
+
+def test_symmetric_and_asymmetric_loss_match_numpy(pz):
+    p1, p2, z1, z2 = pz
+    expected = numpy_d(p1, z2) / 2 + numpy_d(p2, z1) / 2
+    np.testing.assert_allclose(losses.simsiam_loss(p1, p2, z1, z2).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(losses.simsiam_loss(p1, p2, z1, z2, symmetric=False).numpy(), numpy_d(p1, z2),
+                               rtol=1e-5)
+
+
+def test_loss_is_float32_for_bfloat16_inputs(pz):
+    bf16 = [tf.cast(t, tf.bfloat16) for t in pz]
+    loss = losses.simsiam_loss(*bf16)
+    assert loss.dtype == tf.float32
+    np.testing.assert_allclose(loss.numpy(), losses.simsiam_loss(*pz).numpy(), atol=2e-2)
+
+
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_stop_gradient_branch_gets_no_gradient(pz, stop_gradient):
+    p1, p2, z1, z2 = [tf.Variable(t) for t in pz]
+    with tf.GradientTape() as tape:
+        loss = losses.simsiam_loss(p1, p2, z1, z2, stop_gradient=stop_gradient)
+    g_p1, g_p2, g_z1, g_z2 = tape.gradient(loss, [p1, p2, z1, z2], unconnected_gradients="zero")
+    assert np.abs(g_p1.numpy()).sum() > 0 and np.abs(g_p2.numpy()).sum() > 0
+    if stop_gradient:
+        assert np.all(g_z1.numpy() == 0) and np.all(g_z2.numpy() == 0)
+    else:
+        assert np.abs(g_z1.numpy()).sum() > 0 and np.abs(g_z2.numpy()).sum() > 0
+
+
+def test_std_of_l2_normalized_detects_collapse():
+    rng = np.random.default_rng(3)
+    healthy = rng.normal(size=(4096, 64)).astype("float32")
+    np.testing.assert_allclose(losses.std_of_l2_normalized(healthy).numpy(), 1 / np.sqrt(64), rtol=0.02)
+    collapsed = np.tile(rng.normal(size=(1, 64)), (128, 1)).astype("float32")
+    assert losses.std_of_l2_normalized(collapsed).numpy() < 1e-6

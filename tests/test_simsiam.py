@@ -1,0 +1,155 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import tiny_backbone, tiny_simsiam
+from tf_simsiam import SimSiam, optim
+
+
+def views(batch=8, shape=(16, 16, 1), seed=0):
+    return np.random.default_rng(seed).random((batch, 2, *shape), dtype=np.float32)
+
+
+def compiled(model, steps=100, **compile_kwargs):
+    model.compile(optimizer=optim.simsiam_optimizer(batch_size=8, total_steps=steps, base_lr=0.5),
+                  **compile_kwargs)
+    return model
+
+
+def backbone_gradients(model, x):
+    x1, x2 = x[:, 0], x[:, 1]
+    with tf.GradientTape() as tape:
+        p1, p2, z1, z2 = model.forward(x1, x2)
+        from tf_simsiam import losses
+        loss = losses.simsiam_loss(p1, p2, z1, z2, stop_gradient=model.stop_gradient)
+    return tape.gradient(loss, model.backbone.trainable_variables)
+
+
+def test_model_is_built_at_construction_and_returns_backbone_features(tmp_path):
+    model = tiny_simsiam()
+    assert model.built
+    x = views()[:, 0]
+    np.testing.assert_array_equal(model(x).numpy(), model.backbone(x).numpy())
+    model.save_weights(str(tmp_path / "w.weights.h5"))  # works before the first fit
+
+
+def test_stop_gradient_switch_changes_backbone_gradients():
+    keras.utils.set_random_seed(1)
+    with_sg = tiny_simsiam()
+    without_sg = tiny_simsiam(stop_gradient=False)
+    without_sg.set_weights(with_sg.get_weights())
+    x = views()
+    g_sg, g_no = backbone_gradients(with_sg, x), backbone_gradients(without_sg, x)
+    assert all(g is not None for g in g_sg + g_no)
+    assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(g_sg, g_no)) > 1e-6
+
+
+def test_fit_lowers_the_loss_and_reports_metrics():
+    model = compiled(tiny_simsiam())
+    data = tf.data.Dataset.from_tensors(views()).repeat(30)
+    history = model.fit(data, epochs=3, verbose=0).history
+    assert set(history) == {"loss", "z_std", "lr"}
+    assert history["loss"][-1] < history["loss"][0] - 0.05
+    assert -1.0 <= history["loss"][-1] <= 1.0
+    assert 0 < history["z_std"][0] <= 1.0
+    assert history["lr"][2] < history["lr"][0]  # cosine schedule per step
+
+
+def test_fix_predictor_lr_registers_exactly_the_predictor():
+    model = compiled(tiny_simsiam())
+    expected = {model.optimizer._var_key(v) for v in model.predictor.trainable_variables}
+    assert model.optimizer._fixed_lr_keys == expected
+    free = compiled(tiny_simsiam(fix_predictor_lr=False))
+    assert not getattr(free.optimizer, "_fixed_lr_keys", set())
+
+
+def test_fix_predictor_lr_needs_a_schedule_aware_optimizer():
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, 10)
+    with pytest.raises(TypeError, match="fix_predictor_lr=True .* needs an optimizer from tf_simsiam.optim"):
+        tiny_simsiam().compile(optimizer=keras.optimizers.SGD(schedule))
+    tiny_simsiam().compile(optimizer=keras.optimizers.SGD(0.1))  # a constant lr is always fixed: fine
+
+
+def test_fixed_random_and_absent_predictor():
+    fixed = compiled(tiny_simsiam(predictor="fixed_random"))
+    before = [w.copy() for w in fixed.predictor.get_weights()]
+    fixed.fit(tf.data.Dataset.from_tensors(views()).repeat(2), verbose=0)
+    # kernels stay; BN moving statistics of a frozen layer are not updated in Keras either
+    for a, b in zip(before, fixed.predictor.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    none = compiled(tiny_simsiam(predictor="none"))
+    assert none.predictor is None
+    none.fit(tf.data.Dataset.from_tensors(views()).repeat(2), verbose=0)
+
+
+def test_accepts_a_pair_of_views():
+    model = compiled(tiny_simsiam())
+    x = views()
+    pairs = tf.data.Dataset.from_tensors((x[:, 0], x[:, 1])).repeat(2)
+    assert np.isfinite(model.fit(pairs, verbose=0).history["loss"][0])
+
+
+@pytest.mark.parametrize("batch, match", [
+    (np.zeros((8, 16, 16, 1), "float32"), r"\(B, 2, H, W, C\); got shape \(8, 16, 16, 1\)"),
+    (np.zeros((8, 3, 16, 16, 1), "float32"), r"got shape \(8, 3, 16, 16, 1\)"),
+])
+def test_bad_batch_shape_is_explained(batch, match):
+    model = compiled(tiny_simsiam())
+    with pytest.raises(ValueError, match=match):
+        model.fit(tf.data.Dataset.from_tensors(batch), verbose=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"proj_dim": 0}, "proj_dim must be a positive integer, got 0"),
+    ({"pred_dim": -3}, "pred_dim must be a positive integer, got -3"),
+    ({"predictor": "linear"}, "predictor must be 'mlp', 'none' or 'fixed_random', got 'linear'"),
+])
+def test_bad_arguments_are_explained(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_simsiam(**kwargs)
+
+
+def test_backbone_must_return_pooled_features():
+    inputs = keras.Input((8, 8, 1))
+    unpooled = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
+    with pytest.raises(ValueError, match="pooled features"):
+        SimSiam(unpooled)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = compiled(tiny_simsiam())
+    model.fit(tf.data.Dataset.from_tensors(views()).repeat(2), verbose=0)
+    path = str(tmp_path / "simsiam.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = views(seed=5)
+    np.testing.assert_array_equal(loaded(x[:, 0]).numpy(), model(x[:, 0]).numpy())
+    p_a = model.forward(x[:, 0], x[:, 1], training=False)
+    p_b = loaded.forward(x[:, 0], x[:, 1], training=False)
+    for a, b in zip(p_a, p_b):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert int(loaded.optimizer.iterations) == 2
+    assert loaded.optimizer._fixed_lr_keys  # the fixed predictor lr survives the round trip
+    loaded.fit(tf.data.Dataset.from_tensors(views()).repeat(1), verbose=0)  # and it trains on
+
+
+def test_backup_and_restore_before_first_fit(tmp_path):
+    model = compiled(tiny_simsiam())
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    model.fit(tf.data.Dataset.from_tensors(views()).repeat(2), epochs=2, callbacks=[backup], verbose=0)
+
+
+def test_jit_compile_path_runs():
+    model = compiled(tiny_simsiam(), jit_compile=True)
+    history = model.fit(tf.data.Dataset.from_tensors(views()).repeat(3), verbose=0).history
+    assert np.isfinite(history["loss"][0])
+
+
+def test_mixed_bfloat16_path_runs_and_learns():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = compiled(tiny_simsiam())
+    assert model.backbone.get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert model.backbone.get_layer("stem_conv").kernel.dtype == "float32"
+    history = model.fit(tf.data.Dataset.from_tensors(views()).repeat(30), epochs=2, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]

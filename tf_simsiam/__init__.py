@@ -1,0 +1,14 @@
+"""tf_simsiam: SimSiam self-supervised representation learning in TensorFlow 2 / Keras 3."""
+
+try:
+    import tensorflow  # noqa: F401
+except ModuleNotFoundError as error:  # tensorflow is an extra, so that CPU and GPU users pick their build
+    raise ModuleNotFoundError(
+        "tf_simsiam needs TensorFlow: pip install 'tf_simsiam[cpu]' (tensorflow-cpu) or "
+        "'tf_simsiam[gpu]' (tensorflow[and-cuda]), or install a TensorFlow >= 2.21 build of your own") from error
+
+from tf_simsiam import losses, optim
+from tf_simsiam.models import SimSiam, backbones, heads
+
+__version__ = "0.1.0"
+__all__ = ["SimSiam", "backbones", "heads", "losses", "optim"]

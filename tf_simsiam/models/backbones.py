@@ -1,0 +1,115 @@
+"""Backbones (the encoder f without its classifier), returning pooled features.
+
+Every backbone takes float images in [0, 1] of shape (H, W, C), C = 1 or 3, normalises them with a fixed
+per-channel mean/std inside the model (so an exported encoder carries its own preprocessing), and
+zero-initialises the last BN gamma of each residual block, as the official SimSiam code does
+(`zero_init_residual=True`). `sync_bn=True` makes every BatchNormalization synchronized across replicas.
+"""
+
+import keras
+
+from tf_simsiam.models.batch_norm import batch_norm
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _normalization(channels, mean, std):
+    if mean is None:
+        mean = IMAGENET_MEAN if channels == 3 else (sum(IMAGENET_MEAN) / 3,) * channels
+    if std is None:
+        std = IMAGENET_STD if channels == 3 else (sum(IMAGENET_STD) / 3,) * channels
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"mean and std need one value per channel ({channels}), got mean={mean}, std={std}")
+    return keras.layers.Normalization(mean=mean, variance=[s * s for s in std], name="normalize")
+
+
+def _check_input_shape(input_shape):
+    if len(input_shape) != 3 or input_shape[-1] not in (1, 3):
+        raise ValueError(f"input_shape must be (height, width, channels) with 1 or 3 channels, got {input_shape}")
+    for size in input_shape[:2]:
+        if size is not None and size < 8:
+            raise ValueError(f"input_shape height and width must be at least 8 pixels, got {input_shape}")
+
+
+def _conv(filters, kernel_size, strides, name):
+    # torchvision's ResNet init: kaiming_normal_(mode="fan_out", nonlinearity="relu"), no bias.
+    init = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same" if strides == 1 else "valid",
+                               use_bias=False, kernel_initializer=init, name=name)
+
+
+def _conv_bn(x, filters, kernel_size, strides, sync_bn, name, zero_gamma=False):
+    if strides != 1 and kernel_size > 1:  # pad like PyTorch (1 on every side), not like TF's "same"
+        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
+    x = _conv(filters, kernel_size, strides, name=f"{name}_conv")(x)
+    return batch_norm(sync_bn, zero_init=zero_gamma, name=f"{name}_bn")(x)
+
+
+def _basic_block(x, filters, strides, sync_bn, name):
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = _conv_bn(x, filters, 1, strides, sync_bn, name=f"{name}_down")
+    x = _conv_bn(x, filters, 3, strides, sync_bn, name=f"{name}_1")
+    x = keras.layers.ReLU(name=f"{name}_1_relu")(x)
+    x = _conv_bn(x, filters, 3, 1, sync_bn, name=f"{name}_2", zero_gamma=True)
+    x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
+    return keras.layers.ReLU(name=f"{name}_out")(x)
+
+
+def resnet18(input_shape=(32, 32, 3), width=64, sync_bn=False, mean=None, std=None, name="resnet18"):
+    """ResNet-18 with the CIFAR stem of the SimSiam appendix: 3x3 conv stride 1, no max-pool.
+
+    width is the channel count of the first stage (64 in the paper); stages have width x (1, 2, 4, 8) and the
+    pooled feature has 8 * width dimensions. width=16 or 32 gives a variant that trains on a CPU.
+    """
+    input_shape = tuple(input_shape)
+    _check_input_shape(input_shape)
+    if not isinstance(width, int) or width <= 0:
+        raise ValueError(f"width must be a positive integer, got {width!r}")
+    inputs = keras.Input(input_shape, name="images")
+    x = _normalization(input_shape[-1], mean, std)(inputs)
+    x = _conv_bn(x, width, 3, 1, sync_bn, name="stem")
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    for stage, (multiplier, strides) in enumerate(((1, 1), (2, 2), (4, 2), (8, 2)), start=1):
+        for block in range(2):
+            x = _basic_block(x, width * multiplier, strides if block == 0 else 1, sync_bn,
+                             name=f"stage{stage}_block{block + 1}")
+    features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, features, name=name)
+
+
+def resnet50(input_shape=(224, 224, 3), sync_bn=False, mean=None, std=None, name="resnet50"):
+    """ResNet-50 from keras.applications (weights=None, include_top=False, pooling="avg"): 2048-d features.
+
+    Its BatchNormalization layers are rebuilt with PyTorch's momentum/epsilon, `synchronized=sync_bn`, and a zero
+    gamma on the last BN of each bottleneck block (`convN_blockM_3_bn`).
+    """
+    input_shape = tuple(input_shape)
+    _check_input_shape(input_shape)
+    # Built on (None, None, C) so that inputs smaller than keras.applications' 32-pixel minimum are accepted too.
+    base = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg",
+                                       input_shape=(None, None, input_shape[-1]))
+
+    def rebuild_batch_norm(layer):
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            return layer.__class__.from_config(layer.get_config())
+        return batch_norm(sync_bn, zero_init=layer.name.endswith("_3_bn"), name=layer.name)
+
+    base = keras.models.clone_model(base, clone_function=rebuild_batch_norm)
+    inputs = keras.Input(input_shape, name="images")
+    x = _normalization(input_shape[-1], mean, std)(inputs)
+    return keras.Model(inputs, base(x), name=name)
+
+
+BACKBONES = {"resnet18": resnet18, "resnet50": resnet50}
+
+
+def get(name, input_shape, width=64, sync_bn=False, mean=None, std=None):
+    """Builds a backbone by name: "resnet18" (with width) or "resnet50"."""
+    if name == "resnet18":
+        return resnet18(input_shape, width=width, sync_bn=sync_bn, mean=mean, std=std)
+    if name == "resnet50":
+        return resnet50(input_shape, sync_bn=sync_bn, mean=mean, std=std)
+    raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")

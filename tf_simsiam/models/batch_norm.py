@@ -1,0 +1,56 @@
+"""BatchNormalization for tf_simsiam: PyTorch's defaults, TF's fused kernel, synchronized on request.
+
+Keras 3's BatchNormalization computes its moments and the normalisation as separate ops in float32; TF's fused
+kernel (FusedBatchNormV3, oneDNN on CPU, cuDNN on GPU) does the same in one op and keeps bfloat16 activations,
+which makes the whole SimSiam step markedly faster (see benchmarks/train_step.py). The fused kernel is used for
+per-replica BN on 2-D and 4-D inputs; synchronized BN (several replicas) takes Keras' own path, whose moments
+are all-reduced across replicas.
+
+Like PyTorch's BatchNorm, the running variance is updated with the unbiased batch variance.
+"""
+
+import keras
+import tensorflow as tf
+
+FUSED_MIN_EPSILON = 1.001e-5  # the fused kernel's floor (cuDNN's); PyTorch's default 1e-5 is raised to it
+
+
+@keras.saving.register_keras_serializable(package="tf_simsiam")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """keras.layers.BatchNormalization computed with the fused kernel where it can be."""
+
+    def _can_fuse(self, inputs, mask):
+        rank = len(inputs.shape)
+        return (not self.synchronized and mask is None and not self.renorm and rank in (2, 4)
+                and self.axis in (-1, rank - 1))
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._can_fuse(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        x = inputs if len(inputs.shape) == 4 else tf.reshape(inputs, [-1, 1, 1, channels])
+        if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+            x = tf.cast(x, tf.float32)
+        gamma = self.gamma.value if self.scale else tf.ones([channels], tf.float32)
+        beta = self.beta.value if self.center else tf.zeros([channels], tf.float32)
+        epsilon = max(self.epsilon, FUSED_MIN_EPSILON)
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=epsilon, data_format="NHWC", is_training=True)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=self.moving_mean.value, variance=self.moving_variance.value,
+                epsilon=epsilon, data_format="NHWC", is_training=False)
+        if len(inputs.shape) == 2:
+            y = tf.reshape(y, [-1, channels])
+        return tf.cast(y, self.compute_dtype)
+
+
+def batch_norm(sync_bn=False, affine=True, zero_init=False, name=None):
+    """BN with PyTorch's defaults (its momentum 0.1 is 0.9 here, eps 1e-5); zero_init sets gamma to 0."""
+    return BatchNormalization(
+        momentum=0.9, epsilon=1e-5, center=affine, scale=affine, synchronized=sync_bn,
+        gamma_initializer="zeros" if zero_init else "ones", name=name)

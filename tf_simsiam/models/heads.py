@@ -1,0 +1,68 @@
+"""The projector and predictor MLPs of SimSiam (paper Sec. 4 and the official code).
+
+projector (proj_layers=3, the ImageNet recipe; 2 for CIFAR):
+    [Linear(no bias) -> BN -> ReLU] x (proj_layers - 1) -> Linear(no bias) -> BN(no affine)
+predictor (a bottleneck):
+    Linear(dim, pred_dim, no bias) -> BN -> ReLU -> Linear(pred_dim, dim)     (no BN at its output)
+
+`bn` selects where BatchNormalization stands (the paper's Table 3): "all" (hidden layers and the output),
+"hidden" (hidden layers only) or "none". A Linear keeps its bias only where no BN follows it.
+"""
+
+import keras
+
+from tf_simsiam.models.batch_norm import batch_norm
+
+BN_PLACEMENTS = ("none", "hidden", "all")
+
+
+def torch_linear_initializer():
+    """PyTorch's default nn.Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), used by the official code."""
+    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_bn(name, bn):
+    if bn not in BN_PLACEMENTS:
+        raise ValueError(f"{name} must be one of {BN_PLACEMENTS}, got {bn!r}")
+
+
+def _linear(units, use_bias, name):
+    return keras.layers.Dense(
+        units, use_bias=use_bias, kernel_initializer=torch_linear_initializer(),
+        bias_initializer=torch_linear_initializer() if use_bias else "zeros", name=name)
+
+
+def projector(proj_dim=2048, proj_layers=3, bn="all", sync_bn=False, name="projector"):
+    """The projection MLP g: backbone features -> z."""
+    _check_positive(proj_dim=proj_dim, proj_layers=proj_layers)
+    _check_bn("proj_bn", bn)
+    layers = []
+    for i in range(proj_layers - 1):
+        layers.append(_linear(proj_dim, use_bias=bn == "none", name=f"linear{i + 1}"))
+        if bn != "none":
+            layers.append(batch_norm(sync_bn, name=f"bn{i + 1}"))
+        layers.append(keras.layers.ReLU(name=f"relu{i + 1}"))
+    layers.append(_linear(proj_dim, use_bias=bn != "all", name=f"linear{proj_layers}"))
+    if bn == "all":
+        layers.append(batch_norm(sync_bn, affine=False, name=f"bn{proj_layers}"))
+    return keras.Sequential(layers, name=name)
+
+
+def predictor(proj_dim=2048, pred_dim=512, bn="hidden", sync_bn=False, name="predictor"):
+    """The prediction MLP h: z -> p, a bottleneck of width pred_dim."""
+    _check_positive(proj_dim=proj_dim, pred_dim=pred_dim)
+    _check_bn("pred_bn", bn)
+    layers = [_linear(pred_dim, use_bias=bn == "none", name="linear1")]
+    if bn != "none":
+        layers.append(batch_norm(sync_bn, name="bn1"))
+    layers.append(keras.layers.ReLU(name="relu1"))
+    layers.append(_linear(proj_dim, use_bias=bn != "all", name="linear2"))
+    if bn == "all":
+        layers.append(batch_norm(sync_bn, affine=False, name="bn2"))
+    return keras.Sequential(layers, name=name)

@@ -1,0 +1,111 @@
+"""Optimizers and learning-rate schedules of the papers.
+
+- `SGD`: momentum SGD with *coupled* L2 weight decay, as PyTorch's torch.optim.SGD used by the official code:
+      g <- g + weight_decay * w;  buf <- momentum * buf + g;  w <- w - lr * buf
+  (keras.optimizers.SGD(weight_decay=...) decays the weights outside momentum, which is a different method).
+- `WarmupCosine`: linear warmup then cosine decay to 0, evaluated per step.
+- `simsiam_optimizer`: the paper's recipe in one call, lr = base_lr * batch_size / 256.
+- Variables passed to `exclude_from_schedule` keep the peak learning rate for the whole run: the paper's fixed
+  predictor learning rate (its Table 1, "lr not decayed").
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="tf_simsiam")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to peak_learning_rate over warmup_steps, then cosine decay to 0 at total_steps."""
+
+    def __init__(self, peak_learning_rate, total_steps, warmup_steps=0):
+        if peak_learning_rate <= 0:
+            raise ValueError(f"peak_learning_rate must be > 0, got {peak_learning_rate}")
+        if total_steps <= 0 or not 0 <= warmup_steps <= total_steps:
+            raise ValueError(f"need 0 <= warmup_steps <= total_steps and total_steps > 0, "
+                             f"got warmup_steps={warmup_steps}, total_steps={total_steps}")
+        self.peak_learning_rate = float(peak_learning_rate)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        peak, warmup = self.peak_learning_rate, float(self.warmup_steps)
+        warm = peak * step / max(warmup, 1.0)
+        progress = tf.clip_by_value((step - warmup) / max(self.total_steps - warmup, 1.0), 0.0, 1.0)
+        cosine = 0.5 * peak * (1.0 + tf.cos(math.pi * progress))
+        return tf.where(step < warmup, warm, cosine)
+
+    def get_config(self):
+        return {"peak_learning_rate": self.peak_learning_rate, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps}
+
+
+def peak_learning_rate(learning_rate):
+    """The learning rate a fixed-lr variable keeps: the schedule's peak, or the constant itself."""
+    if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        peak = getattr(learning_rate, "peak_learning_rate", None)
+        return float(peak) if peak is not None else float(learning_rate(0))
+    return float(learning_rate)
+
+
+class FixedLearningRateMixin:
+    """Lets some variables keep the peak learning rate while the others follow the schedule."""
+
+    def exclude_from_schedule(self, var_list):
+        self._fixed_lr_keys = {self._var_key(v) for v in var_list}
+
+    def _learning_rate_for(self, variable, learning_rate):
+        if self._var_key(variable) in getattr(self, "_fixed_lr_keys", ()):
+            return tf.cast(peak_learning_rate(self._learning_rate), variable.dtype)
+        return tf.cast(learning_rate, variable.dtype)
+
+
+@keras.saving.register_keras_serializable(package="tf_simsiam")
+class SGD(FixedLearningRateMixin, keras.optimizers.Optimizer):
+    """Momentum SGD with coupled L2 weight decay (torch.optim.SGD semantics), for every variable."""
+
+    def __init__(self, learning_rate=0.05, momentum=0.9, weight_decay=1e-4, name="sgd", **kwargs):
+        kwargs.pop("weight_decay", None)
+        super().__init__(learning_rate=learning_rate, weight_decay=None, name=name, **kwargs)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.momentum = float(momentum)
+        self.l2_weight_decay = float(weight_decay)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentum_buffers = self.add_optimizer_variables(variables, "momentum")
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = self._learning_rate_for(variable, learning_rate)
+        gradient = tf.cast(gradient, variable.dtype)
+        if self.l2_weight_decay:
+            gradient = gradient + self.l2_weight_decay * variable
+        buffer = self.momentum_buffers[self._get_variable_index(variable)]
+        self.assign(buffer, self.momentum * buffer + gradient)
+        self.assign_sub(variable, learning_rate * buffer)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"momentum": self.momentum, "weight_decay": self.l2_weight_decay})
+        return config
+
+
+def scaled_learning_rate(base_lr, batch_size):
+    """The linear scaling rule of both papers: lr = base_lr * batch_size / 256."""
+    return base_lr * batch_size / 256.0
+
+
+def simsiam_optimizer(batch_size, total_steps, base_lr=0.05, momentum=0.9, weight_decay=1e-4, warmup_steps=0):
+    """The SimSiam paper's optimizer: SGD(momentum, coupled wd) with lr = base_lr * batch/256, cosine per step.
+
+    Defaults are the ImageNet recipe (base_lr 0.05, wd 1e-4); the CIFAR recipe uses base_lr 0.03, wd 5e-4.
+    """
+    schedule = WarmupCosine(scaled_learning_rate(base_lr, batch_size), total_steps, warmup_steps)
+    return SGD(schedule, momentum=momentum, weight_decay=weight_decay)
