@@ -46,11 +46,13 @@ class SimSiam(keras.Model):
         (needs an optimizer from tf_simsiam.optim when the learning rate is a schedule).
       proj_bn, pred_bn: where the heads have BN: "all", "hidden" or "none" (Table 3).
       sync_bn: synchronized BN in the heads (the backbone gets its own `sync_bn` argument).
+      augment: an optional tf_simsiam.data.augment.TwoViews layer; batches of images (B, H, W, C) are then
+        turned into two views inside the train step, on the accelerator (`--augment_on=device`).
     """
 
     def __init__(self, backbone, proj_dim=2048, pred_dim=512, proj_layers=3, stop_gradient=True,
                  predictor="mlp", symmetric=True, fix_predictor_lr=True, proj_bn="all", pred_bn="hidden",
-                 sync_bn=False, name="simsiam", **kwargs):
+                 sync_bn=False, augment=None, name="simsiam", **kwargs):
         super().__init__(name=name, **kwargs)
         if not isinstance(backbone, keras.Model) or len(backbone.output_shape) != 2:
             raise ValueError(f"backbone must be a keras.Model returning pooled features (batch, dim); "
@@ -59,6 +61,7 @@ class SimSiam(keras.Model):
         if predictor not in ("mlp", "none", "fixed_random"):
             raise ValueError(f"predictor must be 'mlp', 'none' or 'fixed_random', got {predictor!r}")
         self.backbone = backbone
+        self.augment = augment
         self.projector = heads.projector(proj_dim, proj_layers, bn=proj_bn, sync_bn=sync_bn)
         self.predictor = None
         if predictor != "none":
@@ -116,6 +119,8 @@ class SimSiam(keras.Model):
         return p1, p2, z1, z2
 
     def train_step(self, data):
+        if self.augment is not None and not isinstance(data, (tuple, list)) and data.shape.rank == 4:
+            data = self.augment(data, step=self.optimizer.iterations)
         x1, x2 = split_views(data)
         with tf.GradientTape() as tape:
             p1, p2, z1, z2 = self.forward(x1, x2, training=True)
@@ -134,10 +139,11 @@ class SimSiam(keras.Model):
 
     def get_config(self):
         return {"backbone": keras.saving.serialize_keras_object(self.backbone), "name": self.name,
-                **self._config}
+                "augment": keras.saving.serialize_keras_object(self.augment), **self._config}
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        config["augment"] = keras.saving.deserialize_keras_object(config.get("augment"))
         return cls(**config)

@@ -1,0 +1,84 @@
+import logging
+
+import numpy as np
+import pytest
+
+from conftest import tiny_simsiam
+from tf_simsiam import callbacks, evaluation
+from tf_simsiam.data import sources
+
+
+def numpy_knn(train, train_labels, test, k, t, classes):
+    train = train / np.linalg.norm(train, axis=1, keepdims=True)
+    test = test / np.linalg.norm(test, axis=1, keepdims=True)
+    predictions = []
+    for row in test @ train.T:
+        nearest = np.argsort(-row)[:k]
+        votes = np.zeros(classes)
+        for i in nearest:
+            votes[train_labels[i]] += np.exp(row[i] / t)
+        predictions.append(votes.argmax())
+    return np.array(predictions)
+
+
+def test_weighted_knn_matches_numpy():
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(300, 8)), rng.normal(size=(50, 8))
+    labels = rng.integers(0, 4, 300)
+    got = evaluation.knn_classify(train, labels, test, 4, k=20, temperature=0.1, chunk_size=16)
+    np.testing.assert_array_equal(got, numpy_knn(train, labels, test, 20, 0.1, 4))
+
+
+def test_knn_separates_separable_features():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 16)) * 5
+    labels = np.arange(90) % 3
+    features = centres[labels] + rng.normal(size=(90, 16))
+    assert evaluation.knn_accuracy(features[:60], labels[:60], features[60:], labels[60:], k=10) == 1.0
+
+
+def split(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return sources.from_arrays(rng.integers(0, 256, (n, 16, 16, 1)), np.arange(n) % 4)
+
+
+def test_knn_monitor_logs_accuracy_and_pixel_baseline(caplog):
+    caplog.set_level(logging.INFO, logger="tf_simsiam")
+    monitor = callbacks.KNNMonitor(split(), split(seed=1), every=2, k=5)
+    monitor.set_model(tiny_simsiam())
+    monitor.set_params({"epochs": 3})
+    monitor.on_train_begin()
+    assert 0 <= monitor.pixel_top1 <= 1 and "raw pixels" in caplog.text
+    logs = {}
+    monitor.on_epoch_end(0, logs)
+    assert "knn_top1" not in logs  # not an evaluation epoch
+    monitor.on_epoch_end(1, logs)
+    assert 0 <= logs["knn_top1"] <= 1
+    monitor.on_epoch_end(2, logs)  # the last epoch is always evaluated
+    assert [epoch for epoch, _ in monitor.history] == [2, 3]
+
+
+def test_knn_monitor_needs_labels():
+    with pytest.raises(ValueError, match="labelled"):
+        callbacks.KNNMonitor(sources.from_arrays(np.zeros((4, 8, 8, 1))), split())
+
+
+def test_collapse_monitor_warns(caplog):
+    monitor = callbacks.CollapseMonitor(dim=100)
+    monitor.on_epoch_end(0, {"z_std": 0.09})
+    assert not caplog.records
+    monitor.on_epoch_end(1, {"z_std": 0.001})
+    assert "COLLAPSE WARNING" in caplog.text and monitor.collapsed_epochs == [2]
+
+
+def test_checkpoints_are_kept_and_found(tmp_path):
+    model = tiny_simsiam()
+    checkpoint = callbacks.Checkpoint(str(tmp_path), keep=2)
+    checkpoint.set_model(model)
+    assert callbacks.latest_checkpoint(str(tmp_path)) == (0, None)
+    for epoch in range(3):
+        checkpoint.on_epoch_end(epoch)
+    epoch, path = callbacks.latest_checkpoint(str(tmp_path))
+    assert epoch == 3 and path.endswith("epoch-3.weights.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint.json", "epoch-2.weights.h5", "epoch-3.weights.h5"]

@@ -1,0 +1,107 @@
+"""The pretraining tool end to end, in subprocesses, on a Fashion-MNIST subset at 16x16."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from test_export import features_in_fresh_process
+
+TINY = ["--image_size=16", "--width=4", "--proj_dim=32", "--pred_dim=8", "--proj_layers=2", "--batch_size=64",
+        "--steps_per_epoch=3", "--knn_train_size=500", "--knn_test_size=200", "--augment=simsiam_cifar"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/usr/share/datasets/fashion-mnist") and not os.environ.get("TF_SIMSIAM_DATA_DIR"),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+
+
+def train(model_dir, *flags, check=True, **kwargs):
+    cmd = [sys.executable, "-m", "tf_simsiam.train", f"--model_dir={model_dir}", *TINY, *flags]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, **kwargs)
+    if check and out.returncode:
+        raise AssertionError(f"exit {out.returncode}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def test_cli_trains_monitors_and_exports(tmp_path):
+    run = tmp_path / "run"
+    out = train(run, "--epochs=2", "--knn_every=1", "--precision=mixed_bfloat16")
+    assert "kNN top-1 (k=200, t=0.1) on fashion_mnist" in out.stdout and "raw pixels" in out.stdout
+    result = json.loads((run / "result.json").read_text())
+    assert 0.1 < result["knn_top1"] <= 1 and 0.1 < result["pixels_knn_top1"] <= 1
+    assert len(result["knn_top1_per_epoch"]) == 2
+    assert (run / "flags.cfg").read_text().count("--batch_size=64") == 1
+    assert os.listdir(run / "logs" / "train")  # TensorBoard events
+    assert "z_std" in (run / "history.csv").read_text()
+    # the SavedModel, in a process without tf_simsiam, matches the encoder rebuilt from the exported weights
+    from tf_simsiam import export
+    encoder = export.load_encoder(str(run / "export"))
+    images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 1)).astype("uint8")
+    expected = encoder(images.astype("float32") / 255.0, training=False).numpy()
+    got = features_in_fresh_process(str(run / "export" / "saved_model"), images, tmp_path)
+    np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-2)  # bf16 compute in the SavedModel
+
+
+def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
+    flags = ["--epochs=4", "--knn_every=0", "--seed=3"]
+    straight = tmp_path / "straight"
+    train(straight, *flags)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "tf_simsiam.train", f"--model_dir={run}", *TINY, *flags],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "epoch-2.weights.h5").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = train(run, *flags)
+    assert "resuming from" in out.stderr and "of 4 epochs done" in out.stderr
+    result = json.loads((run / "result.json").read_text())
+    assert result["resumed_from_epoch"] >= 2
+    import h5py
+    with h5py.File(straight / "checkpoints" / "epoch-4.weights.h5") as a, \
+            h5py.File(run / "checkpoints" / "epoch-4.weights.h5") as b:
+        names = []
+        a.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        for name in names:  # the same data order and augmentations: the same weights
+            np.testing.assert_allclose(a[name][()], b[name][()], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_export_on_demand(tmp_path):
+    run = tmp_path / "run"
+    train(run, "--epochs=1", "--knn_every=0")
+    out = subprocess.run([sys.executable, "-m", "tf_simsiam.export", f"--model_dir={run}",
+                          f"--export_dir={tmp_path / 'again'}"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "again" / "saved_model" / "saved_model.pb").exists()
+    missing = subprocess.run([sys.executable, "-m", "tf_simsiam.export", f"--model_dir={tmp_path / 'none'}"],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode != 0 and "not a tf_simsiam training run" in missing.stderr
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--dataset=bogus", "unknown --dataset='bogus'"),
+    ("--dataset=folder:/no/such/dir", "folder:/no/such/dir: no such folder"),
+    ("--batch_size=0", "flag --batch_size=0: 0 is not greater than or equal to 1"),
+    ("--crop_min_scale=1.5", "--crop_min_scale must be in (0, 1]"),
+])
+def test_bad_input_is_named_and_fails(tmp_path, flag, message):
+    out = train(tmp_path / "run", "--epochs=1", flag, check=False)
+    assert out.returncode != 0
+    assert message in out.stderr
+
+
+def test_a_run_with_other_settings_is_not_overwritten(tmp_path):
+    run = tmp_path / "run"
+    train(run, "--epochs=1", "--knn_every=0")
+    before = (run / "checkpoints" / "checkpoint.json").read_text()
+    out = train(run, "--epochs=1", "--knn_every=0", "--width=8", check=False)
+    assert out.returncode != 0 and "holds a run with other settings (--width=4 there, 8 now)" in out.stderr
+    assert (run / "checkpoints" / "checkpoint.json").read_text() == before

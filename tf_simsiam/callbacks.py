@@ -1,0 +1,140 @@
+"""Training monitors and checkpoints, as Keras callbacks.
+
+- KNNMonitor: weighted kNN top-1 (cosine, k=200, t=0.1) of backbone features on a labelled split, every
+  `every` epochs, plus once the same kNN on raw pixels as the baseline. Adds `knn_top1` to the epoch logs.
+- CollapseMonitor: warns when z_std falls towards 0 (the paper's collapse signal, Fig. 2).
+- Checkpoint: model + optimizer state after every epoch, written atomically, for `latest_checkpoint` to resume.
+- ViewPairs: writes an image grid of augmented view pairs to TensorBoard.
+"""
+
+import json
+import logging
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_simsiam import evaluation
+
+log = logging.getLogger("tf_simsiam")
+
+
+class KNNMonitor(keras.callbacks.Callback):
+    def __init__(self, train, test, every=1, k=200, temperature=0.1, batch_size=512):
+        super().__init__()
+        if train.labels is None or test.labels is None:
+            raise ValueError("the kNN monitor needs labelled train and test splits")
+        self.train, self.test, self.every = train, test, every
+        self.k, self.temperature, self.batch_size = k, temperature, batch_size
+        self.pixel_top1 = None
+        self.history = []  # (epoch, top1)
+
+    def accuracy(self, train_features, test_features):
+        return evaluation.knn_accuracy(train_features, self.train.labels, test_features, self.test.labels,
+                                       self.k, self.temperature)
+
+    def on_train_begin(self, logs=None):
+        if self.pixel_top1 is None:
+            self.pixel_top1 = self.accuracy(evaluation.pixel_features(self.train.images),
+                                            evaluation.pixel_features(self.test.images))
+            log.info("kNN top-1 of raw pixels (baseline, k=%d, t=%s, %d train / %d test): %.2f%%", self.k,
+                     self.temperature, len(self.train.images), len(self.test.images), 100 * self.pixel_top1)
+
+    def evaluate(self):
+        encoder = self.model.backbone
+        return self.accuracy(evaluation.extract_features(encoder, self.train.images, self.batch_size),
+                             evaluation.extract_features(encoder, self.test.images, self.batch_size))
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = epoch + 1 == self.params.get("epochs")
+        if not (last or (self.every and (epoch + 1) % self.every == 0)):
+            return
+        start = time.time()
+        top1 = self.evaluate()
+        self.history.append((epoch + 1, top1))
+        if logs is not None:
+            logs["knn_top1"] = top1
+        log.info("epoch %d: kNN top-1 %.2f%% (raw pixels %.2f%%) [%.0fs]", epoch + 1, 100 * top1,
+                 100 * self.pixel_top1, time.time() - start)
+
+
+class CollapseMonitor(keras.callbacks.Callback):
+    """Warns when z_std < fraction / sqrt(dim): the outputs are collapsing to a constant vector."""
+
+    def __init__(self, dim, fraction=0.2):
+        super().__init__()
+        self.healthy = 1.0 / math.sqrt(dim)
+        self.threshold = fraction * self.healthy
+        self.collapsed_epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        z_std = float(np.mean((logs or {}).get("z_std", np.nan)))
+        if z_std < self.threshold:
+            self.collapsed_epochs.append(epoch + 1)
+            log.warning("COLLAPSE WARNING, epoch %d: z_std = %.4g is below %.4g (healthy is about 1/sqrt(d) = "
+                        "%.4g): the projector outputs are collapsing to a constant.", epoch + 1, z_std,
+                        self.threshold, self.healthy)
+
+
+def _write_json(path, payload):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """After every epoch: `epoch-N.weights.h5` (model and optimizer) and `checkpoint.json` naming it.
+
+    Each file is written under a temporary name and renamed, so an interruption at any moment leaves the
+    previous checkpoint intact. The last `keep` checkpoints are kept.
+    """
+
+    def __init__(self, directory, keep=2):
+        super().__init__()
+        self.directory, self.keep = directory, keep
+        os.makedirs(directory, exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        name = f"epoch-{epoch + 1}.weights.h5"
+        tmp = os.path.join(self.directory, f"tmp-{name}")
+        self.model.save_weights(tmp)
+        os.replace(tmp, os.path.join(self.directory, name))
+        _write_json(os.path.join(self.directory, "checkpoint.json"), {"epoch": epoch + 1, "weights": name})
+        done = sorted((int(f[6:-11]) for f in os.listdir(self.directory)
+                       if f.startswith("epoch-") and f.endswith(".weights.h5")))
+        for old in done[:-self.keep]:
+            os.remove(os.path.join(self.directory, f"epoch-{old}.weights.h5"))
+
+
+def latest_checkpoint(directory):
+    """(epoch, weights path) of the last complete checkpoint in directory, or (0, None)."""
+    try:
+        with open(os.path.join(directory, "checkpoint.json")) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return 0, None
+    path = os.path.join(directory, state["weights"])
+    return (int(state["epoch"]), path) if os.path.exists(path) else (0, None)
+
+
+def view_grid(views, pairs=8):
+    """(1, rows*H, 2*W, C) image: each row a pair of views of one image."""
+    v = tf.convert_to_tensor(views[:pairs])
+    rows = tf.concat([v[:, 0], v[:, 1]], axis=2)  # (pairs, H, 2W, C)
+    return tf.reshape(rows, [1, -1, rows.shape[2], rows.shape[3]])
+
+
+class ViewPairs(keras.callbacks.Callback):
+    """Writes a grid of augmented view pairs (from the first batch) to TensorBoard at the start of training."""
+
+    def __init__(self, log_dir, views):
+        super().__init__()
+        self.log_dir, self.views = log_dir, views
+
+    def on_train_begin(self, logs=None):
+        with tf.summary.create_file_writer(os.path.join(self.log_dir, "train")).as_default():
+            tf.summary.image("augmented_view_pairs", view_grid(self.views), step=0)

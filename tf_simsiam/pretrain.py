@@ -1,0 +1,278 @@
+"""Pretraining as a plain function of a plain config (no flags): what `python -m tf_simsiam.train` runs.
+
+    config = PretrainConfig(dataset="fashion_mnist", epochs=5, model_dir="runs/demo", ...)
+    result = pretrain(config)      # trains (resuming if model_dir has a checkpoint), monitors, exports
+
+Writes into model_dir: config.json, checkpoints/, logs/ (TensorBoard), history.csv and result.json.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_simsiam import callbacks, export, optim
+from tf_simsiam.data import augment as augment_lib
+from tf_simsiam.data import pipeline, sources
+from tf_simsiam.models import SimSiam, backbones
+
+log = logging.getLogger("tf_simsiam")
+
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    # data
+    dataset: str = "fashion_mnist"
+    data_dir: str = None
+    image_size: int = 0  # 0: the data set's own size
+    augment: str = "simsiam_imagenet"
+    crop_min_scale: float = 0.2
+    augment_on: str = "host"
+    # model
+    backbone: str = "resnet18"
+    width: int = 64
+    proj_dim: int = 2048
+    pred_dim: int = 512
+    proj_layers: int = 3
+    fix_pred_lr: bool = True
+    # optimisation (the SimSiam paper's ImageNet recipe)
+    batch_size: int = 512
+    epochs: int = 100
+    steps_per_epoch: int = 0  # 0: every image once per epoch
+    base_lr: float = 0.05
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_epochs: int = 0
+    precision: str = "float32"
+    jit_compile: bool = False
+    seed: int = 0
+    # monitors and outputs
+    knn_every: int = 1
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_train_size: int = 0  # 0: the whole split
+    knn_test_size: int = 0
+    model_dir: str = "runs/simsiam"
+    export_dir: str = ""  # "": MODEL_DIR/export
+
+    # settings that must match for a model_dir to be resumed
+    MODEL_KEYS = ("dataset", "image_size", "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
+                  "batch_size", "epochs", "steps_per_epoch", "base_lr", "weight_decay", "momentum",
+                  "warmup_epochs", "seed", "augment", "crop_min_scale")
+
+    def validate(self):
+        """Raises ValueError naming the setting (the CLI flag of the same name) at fault."""
+        positive = ("width", "proj_dim", "pred_dim", "proj_layers", "batch_size", "epochs", "knn_k")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        for name in ("steps_per_epoch", "warmup_epochs", "knn_every", "image_size", "knn_train_size",
+                     "knn_test_size", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.base_lr <= 0:
+            raise ValueError(f"--base_lr must be > 0, got {self.base_lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"--warmup_epochs={self.warmup_epochs} exceeds --epochs={self.epochs}")
+        if not 0 < self.crop_min_scale <= 1:
+            raise ValueError(f"--crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.augment not in augment_lib.RECIPES:
+            raise ValueError(f"--augment must be one of {sorted(augment_lib.RECIPES)}, got {self.augment!r}")
+        if self.augment_on not in pipeline.AUGMENT_PLACEMENTS:
+            raise ValueError(f"--augment_on must be one of {pipeline.AUGMENT_PLACEMENTS}, got {self.augment_on!r}")
+        if self.backbone not in backbones.BACKBONES:
+            raise ValueError(f"--backbone must be one of {sorted(backbones.BACKBONES)}, got {self.backbone!r}")
+        if not self.model_dir:
+            raise ValueError("--model_dir must not be empty")
+
+    def to_json(self):
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _resized(split, image_size):
+    if not image_size or split.image_shape[:2] == (image_size, image_size):
+        return split
+    images = tf.image.resize(split.images, (image_size, image_size), antialias=True)
+    return sources.Split(np.clip(np.round(images.numpy()), 0, 255).astype(np.uint8), split.labels,
+                         split.class_names)
+
+
+def load_splits(config, need_test):
+    """(train, test-or-None) Splits at the configured image size."""
+    size = config.image_size or None
+    train = _resized(sources.load(config.dataset, "train", config.data_dir, size), config.image_size)
+    test = None
+    if need_test:
+        try:
+            test = _resized(sources.load(config.dataset, "test", config.data_dir, size), config.image_size)
+        except sources.DataError:
+            if train.labels is None:
+                raise
+            log.info("%s has no test split: the kNN monitor holds out 10%% of the training images",
+                     config.dataset)
+            index = np.random.default_rng(config.seed).permutation(len(train.images))
+            cut = len(index) // 10
+            test = sources.Split(train.images[index[:cut]], train.labels[index[:cut]], train.class_names)
+            train = sources.Split(train.images[index[cut:]], train.labels[index[cut:]], train.class_names)
+    return train, test
+
+
+def recipe_of(config, size):
+    recipe = augment_lib.RECIPES[config.augment](size)
+    return dataclasses.replace(recipe, crop_scale=(config.crop_min_scale, 1.0))
+
+
+def encoder_config(config, train):
+    """Arguments of backbones.get; the normalisation uses the training images' own mean and std."""
+    pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
+    sample = pixels[:: max(1, len(pixels) // 2_000_000)]
+    return {"name": config.backbone, "input_shape": list(train.image_shape), "width": config.width,
+            "mean": [round(float(m), 4) for m in sample.mean(0)],
+            "std": [round(float(s), 4) for s in sample.std(0)]}
+
+
+def build_model(config, enc_config, steps_per_epoch):
+    backbone = backbones.get(enc_config["name"], tuple(enc_config["input_shape"]), width=config.width,
+                             mean=enc_config["mean"], std=enc_config["std"])
+    augment = None
+    if config.augment_on == "device":
+        augment = augment_lib.TwoViews(recipe_of(config, enc_config["input_shape"][0]), seed=config.seed)
+    model = SimSiam(backbone, proj_dim=config.proj_dim, pred_dim=config.pred_dim, proj_layers=config.proj_layers,
+                    fix_predictor_lr=config.fix_pred_lr, augment=augment)
+    total = config.epochs * steps_per_epoch
+    model.compile(optimizer=optim.simsiam_optimizer(
+        config.batch_size, total, base_lr=config.base_lr, momentum=config.momentum,
+        weight_decay=config.weight_decay, warmup_steps=config.warmup_epochs * steps_per_epoch),
+        jit_compile=config.jit_compile)
+    return model
+
+
+def _check_same_run(config, model_dir):
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    changed = [k for k in PretrainConfig.MODEL_KEYS if k in saved and saved[k] != getattr(config, k)]
+    if changed:
+        details = ", ".join(f"--{k}={saved[k]!r} there, {getattr(config, k)!r} now" for k in changed)
+        raise ValueError(f"--model_dir={model_dir} holds a run with other settings ({details}); resume it with "
+                         f"its own settings or choose a new --model_dir")
+
+
+def pretrain(config):
+    """Trains SimSiam as configured, resuming from model_dir's last checkpoint; returns the result dict."""
+    config.validate()
+    start_time = time.time()
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(config.precision)
+    model_dir = config.model_dir
+    _check_same_run(config, model_dir)
+
+    need_knn = config.knn_every > 0
+    train, test = load_splits(config, need_test=need_knn)
+    if need_knn and train.labels is None:
+        raise ValueError(f"--knn_every={config.knn_every} needs labels, and --dataset={config.dataset} has none: "
+                         f"put images in class folders or pass --knn_every=0")
+    steps_per_epoch = len(train.images) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"--batch_size={config.batch_size} is larger than the data set ({len(train.images)})")
+    if config.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
+    enc_config = encoder_config(config, train)
+
+    os.makedirs(model_dir, exist_ok=True)
+    with open(os.path.join(model_dir, "config.json"), "w") as f:
+        json.dump({**config.to_json(), "encoder": enc_config, "steps_per_epoch_used": steps_per_epoch}, f, indent=1)
+
+    model = build_model(config, enc_config, steps_per_epoch)
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    initial_epoch, weights = callbacks.latest_checkpoint(checkpoints)
+    if weights:
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(weights)
+        log.info("resuming from %s: %d of %d epochs done", weights, initial_epoch, config.epochs)
+
+    recipe = recipe_of(config, enc_config["input_shape"][0])
+    dataset = pipeline.pretrain_dataset(train.images, config.batch_size, recipe, seed=config.seed,
+                                        augment_on=config.augment_on, start_step=initial_epoch * steps_per_epoch)
+    monitors = []
+    knn = None
+    if need_knn:
+        knn = callbacks.KNNMonitor(train.subset(config.knn_train_size, config.seed),
+                                   test.subset(config.knn_test_size, config.seed), every=config.knn_every,
+                                   k=config.knn_k, temperature=config.knn_temperature)
+        monitors.append(knn)
+    collapse = callbacks.CollapseMonitor(config.proj_dim)
+    log_dir = os.path.join(model_dir, "logs")
+    first_views = augment_lib.two_views(train.images[:8], recipe, [config.seed, 0])
+    monitors += [collapse, callbacks.Checkpoint(checkpoints),
+                 keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=initial_epoch > 0),
+                 keras.callbacks.TensorBoard(log_dir, write_graph=False),
+                 callbacks.ViewPairs(log_dir, first_views)]
+
+    train_start = time.time()
+    history = {}
+    if initial_epoch < config.epochs:
+        history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                            initial_epoch=initial_epoch, callbacks=monitors, verbose=1, shuffle=False).history
+    else:
+        log.info("all %d epochs were already done; exporting", config.epochs)
+    train_seconds = time.time() - train_start
+    trained_steps = (config.epochs - initial_epoch) * steps_per_epoch
+
+    export_dir = config.export_dir or os.path.join(model_dir, "export")
+    export.export_encoder(model.backbone, export_dir, enc_config)
+
+    result = {
+        "dataset": config.dataset, "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
+        "batch_size": config.batch_size, "resumed_from_epoch": initial_epoch,
+        "final_loss": _last(history.get("loss")), "final_z_std": _last(history.get("z_std")),
+        "z_std_healthy": 1 / math.sqrt(config.proj_dim), "collapsed_epochs": collapse.collapsed_epochs,
+        "knn_top1": knn.history[-1][1] if knn and knn.history else None,
+        "knn_top1_per_epoch": knn.history if knn else [],
+        "pixels_knn_top1": knn.pixel_top1 if knn else None,
+        "train_seconds": round(train_seconds, 1),
+        "pairs_per_sec": round(trained_steps * config.batch_size / train_seconds, 1) if trained_steps else None,
+        "wall_seconds": round(time.time() - start_time, 1), "export_dir": export_dir,
+    }
+    with open(os.path.join(model_dir, "result.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def _last(values):
+    return float(np.mean(values[-1])) if values else None
+
+
+def export_run(model_dir, export_dir=None):
+    """Exports the encoder of a training run from its last checkpoint (python -m tf_simsiam.export)."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--model_dir={model_dir} holds no config.json: not a tf_simsiam training run")
+    with open(path) as f:
+        saved = json.load(f)
+    enc_config = saved.pop("encoder")
+    steps = saved.pop("steps_per_epoch_used")
+    config = PretrainConfig(**{k: v for k, v in saved.items() if k in PretrainConfig.__dataclass_fields__})
+    keras.mixed_precision.set_global_policy(config.precision)
+    epoch, weights = callbacks.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if not weights:
+        raise FileNotFoundError(f"--model_dir={model_dir} has no checkpoint yet")
+    model = build_model(config, enc_config, steps)
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(weights)
+    log.info("exporting epoch %d of %s", epoch, model_dir)
+    return export.export_encoder(model.backbone, export_dir or os.path.join(model_dir, "export"), enc_config)

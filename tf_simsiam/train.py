@@ -1,0 +1,108 @@
+"""Pretrain a SimSiam encoder:  python -m tf_simsiam.train --flagfile=configs/fashion_mnist.cfg
+
+The only module that reads flags: they become a plain PretrainConfig for tf_simsiam.pretrain.
+Running the same command again resumes an interrupted run from its last checkpoint.
+"""
+
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines drown the progress
+
+from absl import app, flags  # noqa: E402
+
+from tf_simsiam.pretrain import PretrainConfig  # noqa: E402
+
+D = PretrainConfig()  # defaults live in one place: the config
+
+flags.DEFINE_string("dataset", D.dataset, "fashion_mnist (offline: Debian package dataset-fashion-mnist), "
+                    "tfds:NAME (TensorFlow Datasets) or folder:PATH (JPEG/PNG/BMP/GIF; class sub-folders "
+                    "give labels).")
+flags.DEFINE_string("data_dir", D.data_dir, "TFDS data directory for tfds: data sets.")
+flags.DEFINE_integer("image_size", D.image_size, "Train at this square size; 0 keeps the data set's own size "
+                     "(folder: data sets need it).", lower_bound=0)
+flags.DEFINE_enum("augment", D.augment, ["simsiam_imagenet", "simsiam_cifar"],
+                  "Augmentation recipe: the paper's ImageNet one, or its CIFAR variant (no blur).")
+flags.DEFINE_float("crop_min_scale", D.crop_min_scale, "Lower bound of the random-resized-crop area "
+                   "(the paper: 0.2).")
+flags.DEFINE_enum("augment_on", D.augment_on, ["host", "device"], "Augment in the tf.data pipeline (host) or "
+                  "inside the train step on the accelerator (device).")
+flags.DEFINE_enum("backbone", D.backbone, ["resnet18", "resnet50"], "resnet18 (CIFAR stem) or resnet50.")
+flags.DEFINE_integer("width", D.width, "ResNet-18 width (channels of the first stage; the paper: 64).",
+                     lower_bound=1)
+flags.DEFINE_integer("proj_dim", D.proj_dim, "Projector width and output dimension (the paper: 2048).",
+                     lower_bound=1)
+flags.DEFINE_integer("pred_dim", D.pred_dim, "Predictor bottleneck width (the paper: 512).", lower_bound=1)
+flags.DEFINE_integer("proj_layers", D.proj_layers, "Projector layers: 3 (ImageNet) or 2 (CIFAR).",
+                     lower_bound=1)
+flags.DEFINE_bool("fix_pred_lr", D.fix_pred_lr, "Keep the predictor at the initial learning rate (the paper).")
+flags.DEFINE_integer("batch_size", D.batch_size, "Global batch size.", lower_bound=1)
+flags.DEFINE_integer("epochs", D.epochs, "Training epochs.", lower_bound=1)
+flags.DEFINE_integer("steps_per_epoch", D.steps_per_epoch, "Cap on steps per epoch; 0: every image once.",
+                     lower_bound=0)
+flags.DEFINE_float("base_lr", D.base_lr, "Learning rate per 256 images: lr = base_lr * batch_size / 256.")
+flags.DEFINE_float("weight_decay", D.weight_decay, "Coupled L2 weight decay (the paper: 1e-4; CIFAR 5e-4).",
+                   lower_bound=0)
+flags.DEFINE_float("momentum", D.momentum, "SGD momentum.", lower_bound=0, upper_bound=0.999999)
+flags.DEFINE_integer("warmup_epochs", D.warmup_epochs, "Linear warmup epochs before the cosine decay.",
+                     lower_bound=0)
+flags.DEFINE_enum("precision", D.precision, ["float32", "mixed_bfloat16"], "Keras dtype policy.")
+flags.DEFINE_bool("jit_compile", D.jit_compile, "Compile the train step with XLA (helps on GPU/TPU; on this "
+                  "kind of CPU it was slower).")
+flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads; 0 keeps TensorFlow's default.",
+                     lower_bound=0)
+flags.DEFINE_integer("seed", D.seed, "Seed of weights, data order and augmentations.")
+flags.DEFINE_integer("knn_every", D.knn_every, "kNN monitor every N epochs (and after the last); 0: off.",
+                     lower_bound=0)
+flags.DEFINE_integer("knn_k", D.knn_k, "Neighbours of the kNN monitor.", lower_bound=1)
+flags.DEFINE_float("knn_temperature", D.knn_temperature, "Temperature of the kNN monitor's weighted votes.",
+                   lower_bound=1e-6)
+flags.DEFINE_integer("knn_train_size", D.knn_train_size, "Labelled training images of the kNN monitor "
+                     "(seeded subset); 0: all.", lower_bound=0)
+flags.DEFINE_integer("knn_test_size", D.knn_test_size, "Test images of the kNN monitor; 0: all.", lower_bound=0)
+flags.DEFINE_string("model_dir", D.model_dir, "Run directory: config, checkpoints, TensorBoard logs, result.json.")
+flags.DEFINE_string("export_dir", D.export_dir, "Where the frozen encoder goes; default MODEL_DIR/export.")
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags():
+    return PretrainConfig(**{name: FLAGS[name].value for name in PretrainConfig.__dataclass_fields__})
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.inter_op_threads:
+        import tensorflow as tf
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    logging.getLogger("tf_simsiam").setLevel(logging.INFO)
+    from tf_simsiam import pretrain
+    from tf_simsiam.data import DataError
+
+    config = config_from_flags()
+    try:
+        config.validate()
+        os.makedirs(config.model_dir, exist_ok=True)
+        with open(os.path.join(config.model_dir, "flags.cfg"), "w") as f:
+            f.write(FLAGS.flags_into_string())
+        result = pretrain.pretrain(config)
+    except (DataError, ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    print()
+    if result["knn_top1"] is not None:
+        print(f"kNN top-1 (k={config.knn_k}, t={config.knn_temperature}) on {config.dataset}: "
+              f"{100 * result['knn_top1']:.2f}%   raw pixels: {100 * result['pixels_knn_top1']:.2f}%")
+    print(f"trained {config.epochs} epochs in {result['train_seconds']:.0f}s"
+          + (f" ({result['pairs_per_sec']:.0f} pairs/s)" if result["pairs_per_sec"] else ""))
+    print(f"encoder exported to {result['export_dir']}; run details in {config.model_dir}/result.json")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
