@@ -89,7 +89,7 @@ def test_export_on_demand(tmp_path):
 @pytest.mark.parametrize("flag, message", [
     ("--dataset=bogus", "unknown --dataset='bogus'"),
     ("--dataset=folder:/no/such/dir", "folder:/no/such/dir: no such folder"),
-    ("--batch_size=0", "flag --batch_size=0: 0 is not greater than or equal to 1"),
+    ("--batch_size=0", "flag --batch_size=0: 0 is not a positive integer"),
     ("--crop_min_scale=1.5", "--crop_min_scale must be in (0, 1]"),
 ])
 def test_bad_input_is_named_and_fails(tmp_path, flag, message):

@@ -4,6 +4,7 @@
   `every` epochs, plus once the same kNN on raw pixels as the baseline. Adds `knn_top1` to the epoch logs.
 - CollapseMonitor: warns when z_std falls towards 0 (the paper's collapse signal, Fig. 2).
 - Checkpoint: model + optimizer state after every epoch, written atomically, for `latest_checkpoint` to resume.
+- EpochHistory: one CSV row per epoch (epoch, loss, z_std, lr, knn_top1).
 - ViewPairs: writes an image grid of augmented view pairs to TensorBoard.
 """
 
@@ -119,6 +120,25 @@ def latest_checkpoint(directory):
         return 0, None
     path = os.path.join(directory, state["weights"])
     return (int(state["epoch"]), path) if os.path.exists(path) else (0, None)
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """Appends one row per epoch to a CSV file (a resumed run goes on appending)."""
+
+    KEYS = ("loss", "z_std", "lr", "knn_top1")
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        values = ["" if logs.get(k) is None else f"{float(np.mean(logs[k])):.6g}" for k in self.KEYS]
+        header = not os.path.exists(self.path)
+        with open(self.path, "a") as f:
+            if header:
+                f.write(",".join(("epoch",) + self.KEYS) + "\n")
+            f.write(",".join([str(epoch + 1)] + values) + "\n")
 
 
 def view_grid(views, pairs=8):

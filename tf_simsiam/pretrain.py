@@ -219,7 +219,7 @@ def pretrain(config):
     log_dir = os.path.join(model_dir, "logs")
     first_views = augment_lib.two_views(train.images[:8], recipe, [config.seed, 0])
     monitors += [collapse, callbacks.Checkpoint(checkpoints),
-                 keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=initial_epoch > 0),
+                 callbacks.EpochHistory(os.path.join(model_dir, "history.csv")),
                  keras.callbacks.TensorBoard(log_dir, write_graph=False),
                  callbacks.ViewPairs(log_dir, first_views)]
 

@@ -1,0 +1,92 @@
+"""Input pipeline and end-to-end training throughput (pairs of views per second), printed as JSON.
+
+1. The augmentation pipeline alone at 32x32x3 (60,000 random images), SimSiam recipes, batch 256:
+   host placement (tf.data, XLA-compiled augmentation, the default), host with plain TF ops, and the device
+   placement's layer (what the train step runs). The torchvision DataLoader figure for the same recipe on this
+   machine kind is 1,657 pairs/s (FACTS.md); the target is 5x that.
+2. End to end for a config (default: configs/fashion_mnist.cfg): SimSiam.fit on the real pipeline, against the
+   same train step fed one fixed batch. If the two agree, the input pipeline is not the bottleneck.
+
+    python benchmarks/input_pipeline.py [--config configs/fashion_mnist.cfg] [--steps 20]
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import tensorflow as tf
+
+TORCHVISION_PAIRS_PER_SEC = 1657.0
+
+
+def pairs_per_sec(iterator, batch_size, batches, warmup=3):
+    for _ in range(warmup):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        batch = next(iterator)
+    np.asarray(batch)
+    return round(batch_size * batches / (time.perf_counter() - start), 1)
+
+
+def augmentation(batch_size=256, batches=60):
+    from tf_simsiam.data import augment, pipeline
+    images = np.random.default_rng(0).integers(0, 256, (60000, 32, 32, 3)).astype("uint8")
+    results = {}
+    for name, recipe in (("simsiam_imagenet", augment.simsiam_imagenet(32)),
+                         ("simsiam_cifar", augment.simsiam_cifar(32))):
+        host = pipeline.pretrain_dataset(images, batch_size, recipe)
+        plain = pipeline.pretrain_dataset(images, batch_size, recipe, jit_compile=False)
+        raw = iter(pipeline.pretrain_dataset(images, batch_size, recipe, augment_on="device"))
+        layer = augment.TwoViews(recipe)
+        step = tf.Variable(0, dtype=tf.int64)
+
+        def device():
+            while True:
+                step.assign_add(1)
+                yield layer(tf.convert_to_tensor(next(raw)), step=step)
+
+        results[name] = {"host_xla": pairs_per_sec(iter(host), batch_size, batches),
+                         "host_plain_tf": pairs_per_sec(iter(plain), batch_size, batches // 6),
+                         "device_layer": pairs_per_sec(device(), batch_size, batches)}
+        results[name]["host_vs_torchvision"] = round(results[name]["host_xla"] / TORCHVISION_PAIRS_PER_SEC, 1)
+    return results
+
+
+def end_to_end(config_path, steps):
+    from absl import flags
+
+    from tf_simsiam import pretrain, train
+    flags.FLAGS(["train", f"--flagfile={config_path}"])
+    config = train.config_from_flags()
+    import keras
+    keras.mixed_precision.set_global_policy(config.precision)
+    split = pretrain.load_splits(config, need_test=False)[0]
+    enc = pretrain.encoder_config(config, split)
+    model = pretrain.build_model(config, enc, steps_per_epoch=len(split.images) // config.batch_size)
+    recipe = pretrain.recipe_of(config, enc["input_shape"][0])
+    data = pretrain.pipeline.pretrain_dataset(split.images, config.batch_size, recipe, augment_on=config.augment_on)
+    fixed = tf.data.Dataset.from_tensors(next(iter(data))).repeat()
+    out = {"config": config_path, "batch_size": config.batch_size, "precision": config.precision,
+           "augment_on": config.augment_on}
+    for name, dataset in (("fit_with_pipeline", data), ("fit_on_one_fixed_batch", fixed)):
+        model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)
+        start = time.perf_counter()
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+        out[name] = round(config.batch_size * steps / (time.perf_counter() - start), 1)
+    out["input_overhead"] = round(1 - out["fit_with_pipeline"] / out["fit_on_one_fixed_batch"], 3)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/fashion_mnist.cfg")
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    print(json.dumps({"benchmark": "input_pipeline", "augmentation_32x32_batch256": augmentation(),
+                      "end_to_end": end_to_end(args.config, args.steps)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
