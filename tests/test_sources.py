@@ -117,3 +117,24 @@ def test_tfds_source_through_a_local_stand_in():
 def test_unknown_tfds_name_is_named():
     with pytest.raises(sources.DataError, match="tfds:no_such_dataset_xyz"):
         sources.load("tfds:no_such_dataset_xyz")
+
+
+def test_large_tfds_data_set_is_streamed(monkeypatch):
+    import tensorflow_datasets as tfds
+    monkeypatch.setattr(sources, "IN_MEMORY_LIMIT_BYTES", 1000)  # as if cifar10 were ImageNet-sized
+    monkeypatch.setattr(sources, "_num_examples", lambda builder, split: 50000)  # as if it were prepared
+    with tfds.testing.mock_data(num_examples=40):
+        stream = sources.load("tfds:cifar10", "train", image_size=16)
+        assert isinstance(stream, sources.Stream) and stream.image_shape == (16, 16, 3)
+        assert stream.num_examples == 50000  # from the data set's metadata
+        subset = stream.subset(12, seed=0)
+        with pytest.raises(sources.DataError, match="--knn_train_size and --knn_test_size"):
+            stream.subset(0)
+    assert subset.images.shape == (12, 16, 16, 3) and subset.labels.shape == (12,)
+
+
+def test_resize_and_centre_crop_keeps_the_aspect():
+    image = np.zeros((20, 40, 1), "uint8")
+    image[:, 8:32] = 255  # the central square and a margin around it are white
+    out = sources._resize_and_centre_crop(tf.constant(image), 10).numpy()
+    assert out.shape == (10, 10, 1) and out.min() == 255

@@ -102,7 +102,7 @@ class PretrainConfig:
 
 
 def _resized(split, image_size):
-    if not image_size or split.image_shape[:2] == (image_size, image_size):
+    if isinstance(split, sources.Stream) or not image_size or split.image_shape[:2] == (image_size, image_size):
         return split
     images = tf.image.resize(split.images, (image_size, image_size), antialias=True)
     return sources.Split(np.clip(np.round(images.numpy()), 0, 255).astype(np.uint8), split.labels,
@@ -110,7 +110,7 @@ def _resized(split, image_size):
 
 
 def load_splits(config, need_test):
-    """(train, test-or-None) Splits at the configured image size."""
+    """(train, test-or-None) Splits (or Streams, for data sets too large for memory) at the training size."""
     size = config.image_size or None
     train = _resized(sources.load(config.dataset, "train", config.data_dir, size), config.image_size)
     test = None
@@ -118,7 +118,7 @@ def load_splits(config, need_test):
         try:
             test = _resized(sources.load(config.dataset, "test", config.data_dir, size), config.image_size)
         except sources.DataError:
-            if train.labels is None:
+            if isinstance(train, sources.Stream) or train.labels is None:
                 raise
             log.info("%s has no test split: the kNN monitor holds out 10%% of the training images",
                      config.dataset)
@@ -136,7 +136,8 @@ def recipe_of(config, size):
 
 def encoder_config(config, train):
     """Arguments of backbones.get; the normalisation uses the training images' own mean and std."""
-    pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
+    images = train.subset(10_000, config.seed).images if isinstance(train, sources.Stream) else train.images
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
     sample = pixels[:: max(1, len(pixels) // 2_000_000)]
     return {"name": config.backbone, "input_shape": list(train.image_shape), "width": config.width,
             "mean": [round(float(m), 4) for m in sample.mean(0)],
@@ -183,12 +184,14 @@ def pretrain(config):
 
     need_knn = config.knn_every > 0
     train, test = load_splits(config, need_test=need_knn)
-    if need_knn and train.labels is None:
+    streamed = isinstance(train, sources.Stream)
+    if need_knn and not streamed and train.labels is None:
         raise ValueError(f"--knn_every={config.knn_every} needs labels, and --dataset={config.dataset} has none: "
                          f"put images in class folders or pass --knn_every=0")
-    steps_per_epoch = len(train.images) // config.batch_size
+    num_examples = train.num_examples if streamed else len(train.images)
+    steps_per_epoch = num_examples // config.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"--batch_size={config.batch_size} is larger than the data set ({len(train.images)})")
+        raise ValueError(f"--batch_size={config.batch_size} is larger than the data set ({num_examples})")
     if config.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
     enc_config = encoder_config(config, train)
@@ -206,8 +209,9 @@ def pretrain(config):
         log.info("resuming from %s: %d of %d epochs done", weights, initial_epoch, config.epochs)
 
     recipe = recipe_of(config, enc_config["input_shape"][0])
-    dataset = pipeline.pretrain_dataset(train.images, config.batch_size, recipe, seed=config.seed,
-                                        augment_on=config.augment_on, start_step=initial_epoch * steps_per_epoch)
+    dataset = pipeline.pretrain_dataset(train if streamed else train.images, config.batch_size, recipe,
+                                        seed=config.seed, augment_on=config.augment_on,
+                                        start_step=initial_epoch * steps_per_epoch)
     monitors = []
     knn = None
     if need_knn:
@@ -217,7 +221,8 @@ def pretrain(config):
         monitors.append(knn)
     collapse = callbacks.CollapseMonitor(config.proj_dim)
     log_dir = os.path.join(model_dir, "logs")
-    first_views = augment_lib.two_views(train.images[:8], recipe, [config.seed, 0])
+    first_views = augment_lib.two_views((train.subset(8) if streamed else train).images[:8], recipe,
+                                        [config.seed, 0])
     monitors += [collapse, callbacks.Checkpoint(checkpoints),
                  callbacks.EpochHistory(os.path.join(model_dir, "history.csv")),
                  keras.callbacks.TensorBoard(log_dir, write_graph=False),

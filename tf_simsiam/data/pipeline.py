@@ -9,6 +9,7 @@ uninterrupted run would have seen, and the host and device placements produce th
 import tensorflow as tf
 
 from tf_simsiam.data import augment as augment_lib
+from tf_simsiam.data.sources import Stream
 
 AUGMENT_PLACEMENTS = ("host", "device")
 
@@ -26,7 +27,8 @@ def pretrain_dataset(images, batch_size, recipe, seed=0, augment_on="host", star
     """An endless tf.data.Dataset of batches for SimSiam.fit (use steps_per_epoch).
 
     Args:
-      images: uint8 array (N, H, W, C), e.g. `Split.images`.
+      images: uint8 array (N, H, W, C), e.g. `Split.images`, or a `sources.Stream` (a data set too large for
+        memory: shuffled through a buffer, so order is seeded but a resumed run reshuffles).
       batch_size: examples per batch (the global batch; static, every batch is full).
       recipe: an augment.Recipe.
       seed: the run's seed; order and views are a function of it.
@@ -38,11 +40,13 @@ def pretrain_dataset(images, batch_size, recipe, seed=0, augment_on="host", star
     """
     if augment_on not in AUGMENT_PLACEMENTS:
         raise ValueError(f"--augment_on must be one of {AUGMENT_PLACEMENTS}, got {augment_on!r}")
+    views = augment_lib.two_views_compiled if jit_compile else augment_lib.two_views
+    if isinstance(images, Stream):
+        return _stream_dataset(images, batch_size, recipe, seed, augment_on, start_step, views)
     num_examples = len(images)
     if not 0 < batch_size <= num_examples:
         raise ValueError(f"--batch_size={batch_size} must be between 1 and the number of images ({num_examples})")
     table = tf.constant(images)
-    views = augment_lib.two_views_compiled if jit_compile else augment_lib.two_views
 
     def load(step):
         batch = tf.gather(table, _examples_of_batch(step, batch_size, num_examples, seed))
@@ -53,6 +57,22 @@ def pretrain_dataset(images, batch_size, recipe, seed=0, augment_on="host", star
     dataset = tf.data.Dataset.counter(start=start_step, dtype=tf.int64)
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _stream_dataset(stream, batch_size, recipe, seed, augment_on, start_step, views):
+    if not 0 < batch_size <= stream.num_examples:
+        raise ValueError(f"--batch_size={batch_size} must be between 1 and the number of images "
+                         f"({stream.num_examples})")
+    images = stream.dataset.map(lambda image, label: image).shuffle(
+        min(stream.num_examples, 20 * batch_size), seed=seed + start_step).repeat()
+    batches = tf.data.Dataset.zip(tf.data.Dataset.counter(start=start_step, dtype=tf.int64),
+                                  images.batch(batch_size, drop_remainder=True))
+    if augment_on == "host":
+        batches = batches.map(lambda step, batch: views(batch, recipe, tf.stack([tf.cast(seed, tf.int64), step])),
+                              num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        batches = batches.map(lambda step, batch: batch)
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def image_batches(images, batch_size=512):

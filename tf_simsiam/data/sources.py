@@ -7,7 +7,9 @@
     numpy arrays      `from_arrays(images, labels)` in user code
 
 Every source gives a `Split` per split name ("train", "test"); images are decoded and resized once, up front,
-so that bad files are reported by name before training starts and training reads from memory.
+so that bad files are reported by name before training starts and training reads from memory. A TFDS data set
+too large for memory (over IN_MEMORY_LIMIT_BYTES at the training size, e.g. ImageNet) is a `Stream` instead:
+read as needed, each image resized on its shorter side to the training size and centre-cropped.
 """
 
 import dataclasses
@@ -25,6 +27,7 @@ FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IN_MEMORY_LIMIT_BYTES = 4 * 2 ** 30
 
 
 class DataError(ValueError):
@@ -70,6 +73,27 @@ class Split:
             return self
         index = np.sort(np.random.default_rng(seed).permutation(len(self.images))[:size])
         return Split(self.images[index], None if self.labels is None else self.labels[index], self.class_names)
+
+
+@dataclasses.dataclass
+class Stream:
+    """A data set read as needed: `dataset` yields (image uint8 (S, S, C), label) in a file-shuffled order."""
+
+    dataset: tf.data.Dataset
+    num_examples: int
+    image_shape: tuple
+    class_names: tuple = ()
+
+    def subset(self, size, seed=0):
+        """The first `size` examples after a seeded shuffle, in memory, as a Split."""
+        if not size:
+            raise DataError(f"a data set read as a stream ({self.num_examples} images) needs a subset size for "
+                            f"the kNN monitor: set --knn_train_size and --knn_test_size, or --knn_every=0")
+        images, labels = [], []
+        for image, label in self.dataset.shuffle(10_000, seed=seed).take(size).batch(1024):
+            images.append(image.numpy())
+            labels.append(label.numpy())
+        return Split(np.concatenate(images), np.concatenate(labels), self.class_names)
 
 
 def from_arrays(images, labels=None, class_names=()):
@@ -127,20 +151,50 @@ def tfds_source(name, split="train", data_dir=None, image_size=None):
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises its own DatasetNotFoundError and others
         raise DataError(f"--dataset=tfds:{name}: {error}") from error
-    tfds_split = {"test": "test" if "test" in builder.info.splits else "validation"}.get(split, split)
+    splits = builder.info.splits  # known once the data set is prepared (tfds.load prepares it on first use)
+    tfds_split = split
+    if split == "test" and splits and "test" not in splits and "validation" in splits:
+        tfds_split = "validation"
+    if splits and tfds_split not in splits:
+        raise DataError(f"--dataset=tfds:{name} has no split {split!r} (it has {sorted(splits)})")
+    label_feature = builder.info.features["label"] if "label" in builder.info.features else None
+    names = tuple(label_feature.names) if hasattr(label_feature, "names") else ()
+    shape = builder.info.features["image"].shape
+    num_examples = _num_examples(builder, tfds_split)
+    size = image_size or shape[0]
+    if num_examples and (None in shape[:2] or num_examples * size * size * shape[2] > IN_MEMORY_LIMIT_BYTES):
+        if not image_size:
+            raise DataError(f"--dataset=tfds:{name} has images of varying size: set --image_size")
+        dataset = tfds.load(name, split=tfds_split, data_dir=data_dir, as_supervised=True, shuffle_files=True)
+        dataset = dataset.map(lambda i, l: (_resize_and_centre_crop(i, image_size), l),
+                              num_parallel_calls=tf.data.AUTOTUNE)
+        return Stream(dataset, num_examples, (image_size, image_size, shape[2]), names)
     dataset = tfds.load(name, split=tfds_split, data_dir=data_dir, as_supervised=True)
     images, labels = [], []
     for image, label in dataset.batch(1024) if image_size is None else dataset.map(
             lambda i, l: (_resize(i, image_size), l)).batch(1024):
         images.append(image.numpy())
         labels.append(label.numpy())
-    label_feature = builder.info.features["label"] if "label" in builder.info.features else None
-    names = tuple(label_feature.names) if hasattr(label_feature, "names") else ()
     return Split(np.concatenate(images), np.concatenate(labels), names)
+
+
+def _num_examples(builder, split):
+    """Examples in a prepared TFDS split, or None while the data set is not prepared."""
+    return builder.info.splits[split].num_examples if split in builder.info.splits else None
 
 
 def _resize(image, size):
     image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _resize_and_centre_crop(image, size):
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    scale = size / tf.cast(tf.minimum(height, width), tf.float32)
+    new = tf.cast(tf.math.ceil(tf.cast([height, width], tf.float32) * scale), tf.int32)
+    image = tf.image.resize(image, new, method="bilinear", antialias=True)
+    top, left = (new[0] - size) // 2, (new[1] - size) // 2
+    image = image[top:top + size, left:left + size]
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
