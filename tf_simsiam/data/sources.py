@@ -183,9 +183,12 @@ def _num_examples(builder, split):
     return builder.info.splits[split].num_examples if split in builder.info.splits else None
 
 
-def _resize(image, size):
-    image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+def _to_uint8(image):
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _resize(image, size):
+    return _to_uint8(tf.image.resize(image, (size, size), method="bilinear", antialias=True))
 
 
 def _resize_and_centre_crop(image, size):
@@ -194,8 +197,7 @@ def _resize_and_centre_crop(image, size):
     new = tf.cast(tf.math.ceil(tf.cast([height, width], tf.float32) * scale), tf.int32)
     image = tf.image.resize(image, new, method="bilinear", antialias=True)
     top, left = (new[0] - size) // 2, (new[1] - size) // 2
-    image = image[top:top + size, left:left + size]
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return _to_uint8(image[top:top + size, left:left + size])
 
 
 def _list_folder(path):
