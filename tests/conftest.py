@@ -5,6 +5,12 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # the suite is CPU-only and d
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices for the MirroredStrategy tests (tests/test_distribute.py); the other tests run on the
+# first one, as before. This must happen before TensorFlow starts, hence here.
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +25,7 @@ def tiny_backbone(input_shape=(16, 16, 1), width=4, **kwargs):
     return backbones.resnet18(input_shape, width=width, **kwargs)
 
 
-def tiny_simsiam(input_shape=(16, 16, 1), **kwargs):
+def tiny_simsiam(input_shape=(16, 16, 1), backbone_sync_bn=False, **kwargs):
     from tf_simsiam import SimSiam
     kwargs = {"proj_dim": 32, "pred_dim": 8, "proj_layers": 2, **kwargs}
-    return SimSiam(tiny_backbone(input_shape), **kwargs)
+    return SimSiam(tiny_backbone(input_shape, sync_bn=backbone_sync_bn), **kwargs)

@@ -6,10 +6,12 @@ import tensorflow as tf
 from tf_simsiam.models.batch_norm import BatchNormalization, batch_norm
 
 
+@pytest.mark.parametrize("sync_bn", [False, True])
 @pytest.mark.parametrize("shape", [(16, 4, 4, 3), (16, 5)])
-def test_fused_bn_matches_keras_bn_and_updates_unbiased_variance(shape):
+def test_bn_matches_keras_bn_and_updates_unbiased_variance(shape, sync_bn):
+    # both paths, the fused kernel and synchronized BN on one replica, compute the same as Keras' BN
     x = tf.Variable(np.random.default_rng(0).normal(2, 3, size=shape).astype("float32"))
-    ours, theirs = batch_norm(), keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    ours, theirs = batch_norm(sync_bn), keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
     ours.build(shape), theirs.build(shape)
     weights = [np.array([0.5, 2.0, -1.0, 1.5, 1.0][:shape[-1]], "float32")] + ours.get_weights()[1:]
     ours.set_weights(weights), theirs.set_weights(weights)
@@ -38,7 +40,7 @@ def test_bfloat16_activations_stay_bfloat16():
     assert y.dtype == tf.bfloat16 and layer.gamma.dtype == "float32"
 
 
-def test_synchronized_bn_takes_keras_path_and_serialises():
+def test_synchronized_bn_is_not_fused_and_serialises():
     layer = batch_norm(sync_bn=True, affine=False, zero_init=True)
     assert not layer._can_fuse(tf.zeros((2, 3, 3, 4)), None)
     clone = BatchNormalization.from_config(layer.get_config())

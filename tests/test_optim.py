@@ -62,3 +62,36 @@ def test_variables_excluded_from_schedule_keep_the_peak_lr():
 def test_sgd_rejects_bad_hyperparameters(kwargs):
     with pytest.raises(ValueError):
         optim.SGD(0.1, **kwargs)
+
+
+def test_lars_step_matches_a_hand_computed_update():
+    lr, momentum, wd, eta = 0.5, 0.9, 0.01, 1e-3
+    kernel0 = np.array([[1.0, -2.0], [3.0, 0.5]], "float32")
+    bias0 = np.array([0.3, -0.1], "float32")
+    grads = [(np.array([[0.5, 0.5], [-1.0, 0.2]], "float32"), np.array([0.1, -0.4], "float32")),
+             (np.array([[-0.2, 0.1], [0.3, 0.0]], "float32"), np.array([0.2, 0.2], "float32"))]
+    kernel, bias = keras.Variable(kernel0), keras.Variable(bias0)
+    opt = optim.LARS(lr, momentum=momentum, weight_decay=wd, eta=eta)
+    w, b = kernel0.astype("float64"), bias0.astype("float64")
+    buf_w, buf_b = np.zeros_like(w), np.zeros_like(b)
+    for gw, gb in grads:
+        opt.apply([gw, gb], [kernel, bias])
+        d = gw + wd * w  # the kernel: weight decay, then the trust ratio eta * ||w|| / ||d||
+        buf_w = momentum * buf_w + lr * eta * np.linalg.norm(w) / np.linalg.norm(d) * d
+        w = w - buf_w
+        buf_b = momentum * buf_b + lr * gb  # the bias (rank 1): neither decay nor adaptation
+        b = b - buf_b
+    np.testing.assert_allclose(kernel.numpy(), w, rtol=1e-5)
+    np.testing.assert_allclose(bias.numpy(), b, rtol=1e-5)
+
+
+def test_lars_zero_norms_and_explicit_exclusion():
+    var, other = keras.Variable(np.zeros((2, 2), "float32")), keras.Variable(np.ones((2, 2), "float32"))
+    opt = optim.LARS(0.1, momentum=0.0, weight_decay=0.5)
+    opt.build([var, other])
+    opt.exclude_from_adaptation([other])
+    opt.apply([np.ones((2, 2), "float32")] * 2, [var, other])
+    np.testing.assert_allclose(var.numpy(), -0.1)  # ||w|| = 0: ratio 1, plain step (its decay term is 0)
+    np.testing.assert_allclose(other.numpy(), 0.9)  # excluded: no decay, no adaptation
+    clone = optim.LARS.from_config(opt.get_config())
+    assert (clone.eta, clone.momentum, clone.l2_weight_decay) == (1e-3, 0.0, 0.5)

@@ -7,8 +7,8 @@ except ModuleNotFoundError as error:  # tensorflow is an extra, so that CPU and 
         "tf_simsiam needs TensorFlow: pip install 'tf_simsiam[cpu]' (tensorflow-cpu) or "
         "'tf_simsiam[gpu]' (tensorflow[and-cuda]), or install a TensorFlow >= 2.21 build of your own") from error
 
-from tf_simsiam import data, losses, optim
+from tf_simsiam import data, distribute, losses, optim
 from tf_simsiam.models import SimSiam, backbones, heads
 
 __version__ = "0.1.0"
-__all__ = ["SimSiam", "backbones", "data", "heads", "losses", "optim"]
+__all__ = ["SimSiam", "backbones", "data", "distribute", "heads", "losses", "optim"]

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 
 import keras
@@ -80,8 +81,9 @@ class CollapseMonitor(keras.callbacks.Callback):
                         self.threshold, self.healthy)
 
 
-def _write_json(path, payload):
-    tmp = f"{path}.tmp"
+def write_json(path, payload):
+    """Writes JSON atomically (a reader never sees half a file, even with several writers)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(payload, f, indent=1)
     os.replace(tmp, path)
@@ -91,20 +93,26 @@ class Checkpoint(keras.callbacks.Callback):
     """After every epoch: `epoch-N.weights.h5` (model and optimizer) and `checkpoint.json` naming it.
 
     Each file is written under a temporary name and renamed, so an interruption at any moment leaves the
-    previous checkpoint intact. The last `keep` checkpoints are kept.
+    previous checkpoint intact. The last `keep` checkpoints are kept. In a multi-worker run every worker saves
+    (so that all take part in whatever reading the variables involves), but only the chief keeps its file.
     """
 
-    def __init__(self, directory, keep=2):
+    def __init__(self, directory, keep=2, chief=True):
         super().__init__()
-        self.directory, self.keep = directory, keep
-        os.makedirs(directory, exist_ok=True)
+        self.directory, self.keep, self.chief = directory, keep, chief
+        if chief:
+            os.makedirs(directory, exist_ok=True)
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.chief:
+            with tempfile.TemporaryDirectory() as scratch:
+                self.model.save_weights(os.path.join(scratch, "worker.weights.h5"))
+            return
         name = f"epoch-{epoch + 1}.weights.h5"
         tmp = os.path.join(self.directory, f"tmp-{name}")
         self.model.save_weights(tmp)
         os.replace(tmp, os.path.join(self.directory, name))
-        _write_json(os.path.join(self.directory, "checkpoint.json"), {"epoch": epoch + 1, "weights": name})
+        write_json(os.path.join(self.directory, "checkpoint.json"), {"epoch": epoch + 1, "weights": name})
         done = sorted((int(f[6:-11]) for f in os.listdir(self.directory)
                        if f.startswith("epoch-") and f.endswith(".weights.h5")))
         for old in done[:-self.keep]:

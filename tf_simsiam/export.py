@@ -66,8 +66,7 @@ def load_encoder(export_dir):
     """The exported backbone as a trainable Keras model (for fine-tuning), rebuilt with tf_simsiam."""
     with open(os.path.join(export_dir, "encoder.json")) as f:
         config = json.load(f)
-    backbone = backbones.get(config["name"], tuple(config["input_shape"]), width=config.get("width", 64),
-                             mean=config.get("mean"), std=config.get("std"))
+    backbone = backbones.from_encoder_config(config)
     backbone.load_weights(os.path.join(export_dir, "encoder.weights.h5"))
     return backbone
 

@@ -3,6 +3,9 @@
 - `SGD`: momentum SGD with *coupled* L2 weight decay, as PyTorch's torch.optim.SGD used by the official code:
       g <- g + weight_decay * w;  buf <- momentum * buf + g;  w <- w - lr * buf
   (keras.optimizers.SGD(weight_decay=...) decays the weights outside momentum, which is a different method).
+- `LARS`: layer-wise adaptive rate scaling (You et al. 2017) as SimCLR and the SimSiam linear probe use it:
+      g <- g + weight_decay * w;  lr_w = lr * eta * ||w|| / ||g||;  buf <- momentum * buf + lr_w * g;  w <- w - buf
+  with BN and bias parameters (every variable of rank <= 1) excluded from the adaptation and the weight decay.
 - `WarmupCosine`: linear warmup then cosine decay to 0, evaluated per step.
 - `simsiam_optimizer`: the paper's recipe in one call, lr = base_lr * batch_size / 256.
 - Variables passed to `exclude_from_schedule` keep the peak learning rate for the whole run: the paper's fixed
@@ -64,9 +67,9 @@ class FixedLearningRateMixin:
 
 @keras.saving.register_keras_serializable(package="tf_simsiam")
 class SGD(FixedLearningRateMixin, keras.optimizers.Optimizer):
-    """Momentum SGD with coupled L2 weight decay (torch.optim.SGD semantics), for every variable."""
+    """Momentum SGD with coupled L2 weight decay (torch.optim.SGD semantics, also its Nesterov form)."""
 
-    def __init__(self, learning_rate=0.05, momentum=0.9, weight_decay=1e-4, name="sgd", **kwargs):
+    def __init__(self, learning_rate=0.05, momentum=0.9, weight_decay=1e-4, nesterov=False, name="sgd", **kwargs):
         kwargs.pop("weight_decay", None)
         super().__init__(learning_rate=learning_rate, weight_decay=None, name=name, **kwargs)
         if not 0.0 <= momentum < 1.0:
@@ -75,6 +78,7 @@ class SGD(FixedLearningRateMixin, keras.optimizers.Optimizer):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         self.momentum = float(momentum)
         self.l2_weight_decay = float(weight_decay)
+        self.nesterov = bool(nesterov)
 
     def build(self, variables):
         if self.built:
@@ -89,11 +93,80 @@ class SGD(FixedLearningRateMixin, keras.optimizers.Optimizer):
             gradient = gradient + self.l2_weight_decay * variable
         buffer = self.momentum_buffers[self._get_variable_index(variable)]
         self.assign(buffer, self.momentum * buffer + gradient)
-        self.assign_sub(variable, learning_rate * buffer)
+        if self.nesterov:  # torch.optim.SGD(nesterov=True): step along g + momentum * buf
+            self.assign_sub(variable, learning_rate * (gradient + self.momentum * buffer))
+        else:
+            self.assign_sub(variable, learning_rate * buffer)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"momentum": self.momentum, "weight_decay": self.l2_weight_decay})
+        config.update({"momentum": self.momentum, "weight_decay": self.l2_weight_decay, "nesterov": self.nesterov})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tf_simsiam")
+class LARS(FixedLearningRateMixin, keras.optimizers.Optimizer):
+    """LARS with momentum, as in google-research/simclr (LARSOptimizer) and SimSiam's main_lincls.py.
+
+    For each variable w with gradient g:
+        g <- g + weight_decay * w                          (not for excluded variables)
+        ratio = eta * ||w|| / ||g||  (1 if either norm is 0, or for excluded variables)
+        buf <- momentum * buf + lr * ratio * g
+        w <- w - buf
+    Excluded from weight decay and adaptation: variables of rank <= 1 (BN gamma/beta, biases), as both papers do,
+    and any variable passed to `exclude_from_adaptation`.
+
+    Args:
+      learning_rate: a float or a schedule.
+      momentum: 0.9 in both papers.
+      weight_decay: coupled L2 weight decay (SimCLR: 1e-6; SimSiam's linear probe: 0).
+      eta: the trust coefficient (1e-3).
+      nesterov: Nesterov momentum (off in both papers).
+    """
+
+    def __init__(self, learning_rate=0.1, momentum=0.9, weight_decay=0.0, eta=1e-3, nesterov=False,
+                 name="lars", **kwargs):
+        kwargs.pop("weight_decay", None)
+        super().__init__(learning_rate=learning_rate, weight_decay=None, name=name, **kwargs)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if weight_decay < 0 or eta <= 0:
+            raise ValueError(f"need weight_decay >= 0 and eta > 0, got {weight_decay}, {eta}")
+        self.momentum, self.l2_weight_decay = float(momentum), float(weight_decay)
+        self.eta, self.nesterov = float(eta), bool(nesterov)
+
+    def exclude_from_adaptation(self, var_list):
+        self._excluded_keys = getattr(self, "_excluded_keys", set()) | {self._var_key(v) for v in var_list}
+
+    def _adapted(self, variable):
+        return len(variable.shape) > 1 and self._var_key(variable) not in getattr(self, "_excluded_keys", ())
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentum_buffers = self.add_optimizer_variables(variables, "momentum")
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = self._learning_rate_for(variable, learning_rate)
+        gradient = tf.cast(gradient, variable.dtype)
+        if self._adapted(variable):
+            if self.l2_weight_decay:
+                gradient = gradient + self.l2_weight_decay * variable
+            w_norm, g_norm = tf.norm(variable), tf.norm(gradient)
+            ratio = tf.where((w_norm > 0) & (g_norm > 0), self.eta * w_norm / tf.maximum(g_norm, 1e-12), 1.0)
+            learning_rate = learning_rate * ratio
+        buffer = self.momentum_buffers[self._get_variable_index(variable)]
+        self.assign(buffer, self.momentum * buffer + learning_rate * gradient)
+        if self.nesterov:
+            self.assign_sub(variable, self.momentum * buffer + learning_rate * gradient)
+        else:
+            self.assign_sub(variable, buffer)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"momentum": self.momentum, "weight_decay": self.l2_weight_decay, "eta": self.eta,
+                       "nesterov": self.nesterov})
         return config
 
 

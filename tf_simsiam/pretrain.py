@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_simsiam import callbacks, export, optim
+from tf_simsiam import callbacks, distribute, export, optim
 from tf_simsiam.data import augment as augment_lib
 from tf_simsiam.data import pipeline, sources
 from tf_simsiam.models import SimSiam, backbones
@@ -53,7 +53,13 @@ class PretrainConfig:
     warmup_epochs: int = 0
     precision: str = "float32"
     jit_compile: bool = False
+    steps_per_execution: int = 1
     seed: int = 0
+    # distribution
+    strategy: str = "auto"
+    tpu: str = ""
+    num_cpu_devices: int = 0  # > 1: split the CPU into that many logical devices
+    sync_bn: bool = True  # synchronized BN whenever there are several replicas (the paper)
     # monitors and outputs
     knn_every: int = 1
     knn_k: int = 200
@@ -70,12 +76,13 @@ class PretrainConfig:
 
     def validate(self):
         """Raises ValueError naming the setting (the CLI flag of the same name) at fault."""
-        positive = ("width", "proj_dim", "pred_dim", "proj_layers", "batch_size", "epochs", "knn_k")
+        positive = ("width", "proj_dim", "pred_dim", "proj_layers", "batch_size", "epochs", "knn_k",
+                    "steps_per_execution")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
         for name in ("steps_per_epoch", "warmup_epochs", "knn_every", "image_size", "knn_train_size",
-                     "knn_test_size", "weight_decay"):
+                     "knn_test_size", "weight_decay", "num_cpu_devices"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.base_lr <= 0:
@@ -94,6 +101,11 @@ class PretrainConfig:
             raise ValueError(f"--augment_on must be one of {pipeline.AUGMENT_PLACEMENTS}, got {self.augment_on!r}")
         if self.backbone not in backbones.BACKBONES:
             raise ValueError(f"--backbone must be one of {sorted(backbones.BACKBONES)}, got {self.backbone!r}")
+        if self.strategy not in distribute.STRATEGIES:
+            raise ValueError(f"--strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
+        if self.num_cpu_devices > 1 and self.strategy in ("default", "tpu"):
+            raise ValueError(f"--num_cpu_devices={self.num_cpu_devices} needs --strategy=auto, mirrored or "
+                             f"multi_worker, not {self.strategy}")
         if not self.model_dir:
             raise ValueError("--model_dir must not be empty")
 
@@ -144,19 +156,19 @@ def encoder_config(config, train):
             "std": [round(float(s), 4) for s in sample.std(0)]}
 
 
-def build_model(config, enc_config, steps_per_epoch):
-    backbone = backbones.get(enc_config["name"], tuple(enc_config["input_shape"]), width=config.width,
-                             mean=enc_config["mean"], std=enc_config["std"])
+def build_model(config, enc_config, steps_per_epoch, sync_bn=False):
+    """The compiled SimSiam model of a config; call it under strategy.scope() to distribute it."""
+    backbone = backbones.from_encoder_config(enc_config, sync_bn)
     augment = None
     if config.augment_on == "device":
         augment = augment_lib.TwoViews(recipe_of(config, enc_config["input_shape"][0]), seed=config.seed)
     model = SimSiam(backbone, proj_dim=config.proj_dim, pred_dim=config.pred_dim, proj_layers=config.proj_layers,
-                    fix_predictor_lr=config.fix_pred_lr, augment=augment)
+                    fix_predictor_lr=config.fix_pred_lr, sync_bn=sync_bn, augment=augment)
     total = config.epochs * steps_per_epoch
     model.compile(optimizer=optim.simsiam_optimizer(
         config.batch_size, total, base_lr=config.base_lr, momentum=config.momentum,
         weight_decay=config.weight_decay, warmup_steps=config.warmup_epochs * steps_per_epoch),
-        jit_compile=config.jit_compile)
+        jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution)
     return model
 
 
@@ -174,9 +186,28 @@ def _check_same_run(config, model_dir):
 
 
 def pretrain(config):
-    """Trains SimSiam as configured, resuming from model_dir's last checkpoint; returns the result dict."""
+    """Trains SimSiam as configured, resuming from model_dir's last checkpoint; returns the result dict.
+
+    Under a multi-worker strategy every worker runs this with the same config and a shared model_dir; only the
+    chief writes into it.
+    """
     config.validate()
     start_time = time.time()
+    # first of all: logical CPUs and multi-worker collectives must be set up before TensorFlow starts
+    strategy = distribute.get_strategy(config.strategy, tpu=config.tpu, num_cpu_devices=config.num_cpu_devices)
+    replicas = strategy.num_replicas_in_sync
+    chief = distribute.is_chief(strategy)
+    if not chief:
+        log.setLevel(logging.WARNING)
+    if config.batch_size % replicas:
+        raise ValueError(f"--batch_size={config.batch_size} must be a multiple of the {replicas} replicas")
+    if config.jit_compile and replicas > 1 and not tf.config.list_physical_devices("GPU") \
+            and not distribute.is_tpu(strategy):
+        raise ValueError("--jit_compile does not work with several CPU replicas (TensorFlow places the "
+                         "variables of one replica on another's device); leave it off on CPU")
+    sync_bn = config.sync_bn and replicas > 1
+    log.info("strategy %s: %d replica(s), global batch %d (%d per replica), %s BN", type(strategy).__name__.lstrip("_"),
+             replicas, config.batch_size, config.batch_size // replicas, "synchronized" if sync_bn else "per-replica")
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.precision)
     model_dir = config.model_dir
@@ -196,22 +227,24 @@ def pretrain(config):
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
     enc_config = encoder_config(config, train)
 
-    os.makedirs(model_dir, exist_ok=True)
-    with open(os.path.join(model_dir, "config.json"), "w") as f:
-        json.dump({**config.to_json(), "encoder": enc_config, "steps_per_epoch_used": steps_per_epoch}, f, indent=1)
+    if chief:
+        os.makedirs(model_dir, exist_ok=True)
+        callbacks.write_json(os.path.join(model_dir, "config.json"),
+                             {**config.to_json(), "encoder": enc_config, "steps_per_epoch_used": steps_per_epoch})
 
-    model = build_model(config, enc_config, steps_per_epoch)
     checkpoints = os.path.join(model_dir, "checkpoints")
     initial_epoch, weights = callbacks.latest_checkpoint(checkpoints)
-    if weights:
-        model.optimizer.build(model.trainable_variables)
-        model.load_weights(weights)
-        log.info("resuming from %s: %d of %d epochs done", weights, initial_epoch, config.epochs)
+    with strategy.scope():
+        model = build_model(config, enc_config, steps_per_epoch, sync_bn=sync_bn)
+        if weights:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(weights)
+            log.info("resuming from %s: %d of %d epochs done", weights, initial_epoch, config.epochs)
 
     recipe = recipe_of(config, enc_config["input_shape"][0])
-    dataset = pipeline.pretrain_dataset(train if streamed else train.images, config.batch_size, recipe,
-                                        seed=config.seed, augment_on=config.augment_on,
-                                        start_step=initial_epoch * steps_per_epoch)
+    dataset = distribute.distribute_dataset(strategy, lambda input_context: pipeline.pretrain_dataset(
+        train if streamed else train.images, config.batch_size, recipe, seed=config.seed,
+        augment_on=config.augment_on, start_step=initial_epoch * steps_per_epoch, input_context=input_context))
     monitors = []
     knn = None
     if need_knn:
@@ -223,26 +256,28 @@ def pretrain(config):
     log_dir = os.path.join(model_dir, "logs")
     first_views = augment_lib.two_views((train.subset(8) if streamed else train).images[:8], recipe,
                                         [config.seed, 0])
-    monitors += [collapse, callbacks.Checkpoint(checkpoints),
-                 callbacks.EpochHistory(os.path.join(model_dir, "history.csv")),
-                 keras.callbacks.TensorBoard(log_dir, write_graph=False),
-                 callbacks.ViewPairs(log_dir, first_views)]
+    monitors += [collapse, callbacks.Checkpoint(checkpoints, chief=chief)]
+    if chief:
+        monitors += [callbacks.EpochHistory(os.path.join(model_dir, "history.csv")),
+                     keras.callbacks.TensorBoard(log_dir, write_graph=False),
+                     callbacks.ViewPairs(log_dir, first_views)]
 
     train_start = time.time()
     history = {}
     if initial_epoch < config.epochs:
         history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                            initial_epoch=initial_epoch, callbacks=monitors, verbose=1, shuffle=False).history
+                            initial_epoch=initial_epoch, callbacks=monitors, verbose=1 if chief else 0,
+                            shuffle=False).history
     else:
         log.info("all %d epochs were already done; exporting", config.epochs)
     train_seconds = time.time() - train_start
     trained_steps = (config.epochs - initial_epoch) * steps_per_epoch
 
     export_dir = config.export_dir or os.path.join(model_dir, "export")
-    export.export_encoder(model.backbone, export_dir, enc_config)
-
+    weights = model.backbone.get_weights()
     result = {
         "dataset": config.dataset, "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
+        "strategy": type(strategy).__name__, "replicas": replicas, "sync_bn": sync_bn,
         "batch_size": config.batch_size, "resumed_from_epoch": initial_epoch,
         "final_loss": _last(history.get("loss")), "final_z_std": _last(history.get("z_std")),
         "z_std_healthy": 1 / math.sqrt(config.proj_dim), "collapsed_epochs": collapse.collapsed_epochs,
@@ -251,10 +286,15 @@ def pretrain(config):
         "pixels_knn_top1": knn.pixel_top1 if knn else None,
         "train_seconds": round(train_seconds, 1),
         "pairs_per_sec": round(trained_steps * config.batch_size / train_seconds, 1) if trained_steps else None,
-        "wall_seconds": round(time.time() - start_time, 1), "export_dir": export_dir,
+        "export_dir": export_dir,
     }
-    with open(os.path.join(model_dir, "result.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    if chief:
+        # exported from a copy outside the strategy: a plain single-device encoder, no SyncBN
+        encoder = backbones.from_encoder_config(enc_config)
+        encoder.set_weights(weights)
+        export.export_encoder(encoder, export_dir, enc_config)
+        result["wall_seconds"] = round(time.time() - start_time, 1)
+        callbacks.write_json(os.path.join(model_dir, "result.json"), result)
     return result
 
 

@@ -11,6 +11,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines drown the progress
 
 from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 
 from tf_simsiam.pretrain import PretrainConfig  # noqa: E402
 
@@ -50,6 +51,16 @@ flags.DEFINE_integer("warmup_epochs", D.warmup_epochs, "Linear warmup epochs bef
 flags.DEFINE_enum("precision", D.precision, ["float32", "mixed_bfloat16"], "Keras dtype policy.")
 flags.DEFINE_bool("jit_compile", D.jit_compile, "Compile the train step with XLA (helps on GPU/TPU; on this "
                   "kind of CPU it was slower).")
+flags.DEFINE_integer("steps_per_execution", D.steps_per_execution, "Train steps per compiled call (TPU: "
+                     "several hundred amortise the host round trip).", lower_bound=1)
+flags.DEFINE_enum("strategy", D.strategy, ["auto", "default", "mirrored", "multi_worker", "tpu"],
+                  "Distribution: auto picks tpu if --tpu is given, multi_worker if TF_CONFIG names several tasks, "
+                  "mirrored if there are several GPUs (or --num_cpu_devices > 1), else default (one device).")
+flags.DEFINE_string("tpu", D.tpu, "TPU name or grpc:// address for --strategy=tpu ('local' on a TPU VM).")
+flags.DEFINE_integer("num_cpu_devices", D.num_cpu_devices, "Split the CPU into this many logical devices "
+                     "(to try mirrored/multi-worker training on a CPU); 0: no split.", lower_bound=0)
+flags.DEFINE_bool("sync_bn", D.sync_bn, "Synchronized BatchNormalization across replicas (the paper); only "
+                  "matters with several replicas.")
 flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads; 0 keeps TensorFlow's default.",
                      lower_bound=0)
 flags.DEFINE_integer("seed", D.seed, "Seed of weights, data order and augmentations.")
@@ -78,6 +89,7 @@ def main(argv):
         import tensorflow as tf
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.WARNING)  # TensorFlow's SavedModel code logs through absl
     logging.getLogger("tf_simsiam").setLevel(logging.INFO)
     from tf_simsiam import pretrain
     from tf_simsiam.data import DataError
@@ -86,11 +98,15 @@ def main(argv):
     try:
         config.validate()
         os.makedirs(config.model_dir, exist_ok=True)
-        with open(os.path.join(config.model_dir, "flags.cfg"), "w") as f:
+        tmp = os.path.join(config.model_dir, f"flags.cfg.{os.getpid()}.tmp")  # workers may write it at once
+        with open(tmp, "w") as f:
             f.write(FLAGS.flags_into_string())
+        os.replace(tmp, os.path.join(config.model_dir, "flags.cfg"))
         result = pretrain.pretrain(config)
     except (DataError, ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
+    if "wall_seconds" not in result:  # not the chief of a multi-worker run: the chief reports
+        return
     print()
     if result["knn_top1"] is not None:
         print(f"kNN top-1 (k={config.knn_k}, t={config.knn_temperature}) on {config.dataset}: "

@@ -67,6 +67,12 @@ def simsiam_cifar(size=32):
     return Recipe(size, blur_prob=0.0)
 
 
+def linear_eval(size=224):
+    """The training augmentation of the linear probe and fine-tuning (main_lincls.py): RandomResizedCrop
+    (torchvision's default scale 0.08-1) and horizontal flip, nothing else."""
+    return Recipe(size, crop_scale=(0.08, 1.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+
+
 RECIPES = {"simsiam_imagenet": simsiam_imagenet, "simsiam_cifar": simsiam_cifar}
 
 
@@ -239,7 +245,9 @@ def two_views_compiled(images, recipe, seed):
 class TwoViews(keras.layers.Layer):
     """On-device augmentation: images (B, H, W, C) -> stacked views (B, 2, size, size, C).
 
-    Called by the model's train step with a step-dependent seed (`--augment_on=device`).
+    Called by the model's train step with a step-dependent seed (`--augment_on=device`). Under a distribution
+    strategy with several replicas, each replica folds its replica id into the seed, so that replicas draw
+    independent augmentations for their shares of the batch.
     """
 
     def __init__(self, recipe, seed=0, **kwargs):
@@ -249,6 +257,9 @@ class TwoViews(keras.layers.Layer):
 
     def call(self, images, step):
         seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64)])
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            seed = tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
         return two_views_compiled(images, self.recipe, seed)
 
     def get_config(self):

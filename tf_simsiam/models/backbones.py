@@ -113,3 +113,9 @@ def get(name, input_shape, width=64, sync_bn=False, mean=None, std=None):
     if name == "resnet50":
         return resnet50(input_shape, sync_bn=sync_bn, mean=mean, std=std)
     raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+
+
+def from_encoder_config(config, sync_bn=False):
+    """The backbone described by an export's `encoder.json` (name, input_shape, width, mean, std)."""
+    return get(config["name"], tuple(config["input_shape"]), width=config.get("width", 64), sync_bn=sync_bn,
+               mean=config.get("mean"), std=config.get("std"))

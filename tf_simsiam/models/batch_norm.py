@@ -3,10 +3,13 @@
 Keras 3's BatchNormalization computes its moments and the normalisation as separate ops in float32; TF's fused
 kernel (FusedBatchNormV3, oneDNN on CPU, cuDNN on GPU) does the same in one op and keeps bfloat16 activations,
 which makes the whole SimSiam step markedly faster (see benchmarks/train_step.py). The fused kernel is used for
-per-replica BN on 2-D and 4-D inputs; synchronized BN (several replicas) takes Keras' own path, whose moments
-are all-reduced across replicas.
+per-replica BN on 2-D and 4-D inputs.
 
-Like PyTorch's BatchNorm, the running variance is updated with the unbiased batch variance.
+Synchronized BN (`synchronized=True`, the paper's SyncBN): in training, each replica's per-channel sums
+of x and x^2 and its count are all-reduced (one collective per layer), so every replica normalises with the
+moments of the global batch, exactly as one device would on that batch.
+
+Like PyTorch's BatchNorm, the running variance is updated with the unbiased batch variance, on both paths.
 """
 
 import keras
@@ -25,6 +28,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 and self.axis in (-1, rank - 1))
 
     def call(self, inputs, training=None, mask=None):
+        if self.synchronized and training and self.trainable and mask is None and not self.renorm:
+            return self._synchronized_call(inputs)
         if not self._can_fuse(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
@@ -46,6 +51,30 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 epsilon=epsilon, data_format="NHWC", is_training=False)
         if len(inputs.shape) == 2:
             y = tf.reshape(y, [-1, channels])
+        return tf.cast(y, self.compute_dtype)
+
+
+    def _synchronized_call(self, inputs):
+        x = tf.cast(inputs, tf.float32)
+        axes = [i for i in range(len(x.shape)) if i != self.axis % len(x.shape)]
+        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), tf.float32)
+        local = tf.concat([tf.reduce_sum(x, axes), tf.reduce_sum(tf.square(x), axes), count[None]], 0)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            local = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        channels = x.shape[self.axis]
+        total, squares, n = local[:channels], local[channels:2 * channels], local[-1]
+        mean = total / n
+        variance = tf.maximum(squares / n - tf.square(mean), 0.0)
+        shape = [1] * len(x.shape)
+        shape[self.axis] = channels
+        gamma = tf.reshape(self.gamma.value, shape) if self.scale else None
+        beta = tf.reshape(self.beta.value, shape) if self.center else None
+        y = tf.nn.batch_normalization(x, tf.reshape(mean, shape), tf.reshape(variance, shape), beta, gamma,
+                                      max(self.epsilon, FUSED_MIN_EPSILON))
+        unbiased = variance * n / tf.maximum(n - 1.0, 1.0)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
         return tf.cast(y, self.compute_dtype)
 
 

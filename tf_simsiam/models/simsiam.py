@@ -11,7 +11,7 @@
 import keras
 import tensorflow as tf
 
-from tf_simsiam import losses
+from tf_simsiam import distribute, losses
 from tf_simsiam.models import heads
 
 
@@ -134,8 +134,12 @@ class SimSiam(keras.Model):
         self.optimizer.apply(gradients, self.trainable_variables)
         self.loss_tracker.update_state(loss)
         self.z_std_tracker.update_state(losses.std_of_l2_normalized(z1))
-        return {"loss": self.loss_tracker.result(), "z_std": self.z_std_tracker.result(),
+        logs = {"loss": self.loss_tracker.result(), "z_std": self.z_std_tracker.result(),
                 "lr": tf.cast(learning_rate, tf.float32)}
+        if distribute.is_multi_worker(tf.distribute.get_strategy()):
+            # Keras reduces multi-worker logs along axis 0: scalars fail (tensorflow/tensorflow#72388)
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def get_config(self):
         return {"backbone": keras.saving.serialize_keras_object(self.backbone), "name": self.name,

@@ -1,0 +1,143 @@
+"""Distribution strategies for pretraining: one device, several GPUs, several machines or a TPU.
+
+    strategy = tf_simsiam.distribute.get_strategy("mirrored")     # or "auto", "multi_worker", "tpu"
+    with strategy.scope():
+        model = tf_simsiam.SimSiam(backbone, sync_bn=True, ...)    # backbone built with sync_bn=True too
+        model.compile(optimizer=tf_simsiam.optim.simsiam_optimizer(...))
+    model.fit(tf_simsiam.distribute.distribute_dataset(strategy, dataset_fn), ...)
+
+The batch size is always the global one. SimSiam.train_step scales each replica's loss by 1/replicas, and the
+gradients are summed over replicas, so one update equals the single-device update on the same global batch;
+with SyncBN the BN moments are those of the global batch too (tests/test_distribute.py checks both).
+
+Create the strategy first, before any other TensorFlow op: logical CPU devices and the collective ops of
+MultiWorkerMirroredStrategy can only be configured before TensorFlow's runtime starts.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+
+_created = {}  # one instance per kind and process: the collective keys of two instances would collide
+
+
+def configure_cpu_devices(count):
+    """Splits the CPU into `count` logical devices (to try several replicas on one machine)."""
+    cpus = tf.config.list_physical_devices("CPU")
+    wanted = [tf.config.LogicalDeviceConfiguration()] * count
+    if tf.config.get_logical_device_configuration(cpus[0]) == (wanted if count > 1 else None):
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpus[0], wanted)
+    except RuntimeError as error:
+        raise ValueError(f"--num_cpu_devices={count}: TensorFlow has already started; set it before any "
+                         f"TensorFlow op ({error})") from None
+
+
+def _tf_config_workers():
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return 0
+    try:
+        cluster = json.loads(raw).get("cluster", {})
+    except ValueError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
+    return sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
+
+
+def get_strategy(name="auto", tpu="", num_cpu_devices=0):
+    """A tf.distribute.Strategy by name.
+
+    Args:
+      name: "auto" (a TPU if `tpu` is given, MultiWorkerMirroredStrategy if TF_CONFIG names several tasks,
+        MirroredStrategy if there are several GPUs or `num_cpu_devices` > 1, else the default strategy),
+        "default" (one device), "mirrored" (all local GPUs, else all logical CPUs), "multi_worker" (TF_CONFIG)
+        or "tpu".
+      tpu: the TPU's name or grpc:// address ("local" on a TPU VM); "" lets the resolver find it (TPU_NAME).
+      num_cpu_devices: if > 1, split the CPU into that many logical devices first.
+
+    The same arguments give the same strategy object again, within one process.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"--strategy must be one of {STRATEGIES}, got {name!r}")
+    if num_cpu_devices > 1:
+        configure_cpu_devices(num_cpu_devices)
+    if name == "auto":
+        if tpu:
+            name = "tpu"
+        elif _tf_config_workers() > 1:
+            name = "multi_worker"
+        elif len(tf.config.list_physical_devices("GPU")) > 1 or num_cpu_devices > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    key = (name, tpu)
+    if key not in _created:
+        _created[key] = _create(name, tpu)
+    return _created[key]
+
+
+def _create(name, tpu):
+    if name == "mirrored":
+        if tf.config.list_physical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    if name == "multi_worker":
+        if _tf_config_workers() == 0:
+            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable describing the "
+                             "cluster and this task (see the README)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return _tpu_strategy(tpu)
+
+
+def _tpu_strategy(tpu):
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        raise ValueError(f"--strategy=tpu: no TPU found at --tpu={tpu!r}: {error}") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+        strategy.extended._in_multi_worker_mode()
+
+
+def is_tpu(strategy):
+    return isinstance(strategy, tf.distribute.TPUStrategy)
+
+
+def task(strategy):
+    """(task_type, task_id) of this process; (None, 0) outside a multi-worker cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not is_multi_worker(strategy) or resolver is None:
+        return None, 0
+    return resolver.task_type, resolver.task_id or 0
+
+
+def is_chief(strategy):
+    """True for the one process that writes checkpoints, logs and exports."""
+    task_type, task_id = task(strategy)
+    if task_type in (None, "chief"):
+        return True
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and "chief" not in cluster
+
+
+def distribute_dataset(strategy, dataset_fn):
+    """dataset_fn(input_context or None) -> tf.data.Dataset of per-replica batches, distributed for fit.
+
+    With one replica the dataset is returned as it is. Otherwise each input pipeline (one per worker or TPU
+    host) calls dataset_fn with its tf.distribute.InputContext and yields, step after step, the batches of its
+    local replicas in replica order (see data.pipeline.pretrain_dataset).
+    """
+    if strategy.num_replicas_in_sync == 1:
+        return dataset_fn(None)
+    return strategy.distribute_datasets_from_function(dataset_fn)
