@@ -65,12 +65,11 @@ class FixedLearningRateMixin:
         return tf.cast(learning_rate, variable.dtype)
 
 
-@keras.saving.register_keras_serializable(package="tf_simsiam")
-class SGD(FixedLearningRateMixin, keras.optimizers.Optimizer):
-    """Momentum SGD with coupled L2 weight decay (torch.optim.SGD semantics, also its Nesterov form)."""
+class _MomentumOptimizer(FixedLearningRateMixin, keras.optimizers.Optimizer):
+    """Momentum buffers, coupled L2 weight decay and Nesterov switch shared by SGD and LARS."""
 
-    def __init__(self, learning_rate=0.05, momentum=0.9, weight_decay=1e-4, nesterov=False, name="sgd", **kwargs):
-        kwargs.pop("weight_decay", None)
+    def __init__(self, learning_rate, momentum, weight_decay, nesterov, name, **kwargs):
+        kwargs.pop("weight_decay", None)  # Keras' own (decoupled) weight decay is never used
         super().__init__(learning_rate=learning_rate, weight_decay=None, name=name, **kwargs)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
@@ -86,6 +85,19 @@ class SGD(FixedLearningRateMixin, keras.optimizers.Optimizer):
         super().build(variables)
         self.momentum_buffers = self.add_optimizer_variables(variables, "momentum")
 
+    def get_config(self):
+        config = super().get_config()
+        config.update({"momentum": self.momentum, "weight_decay": self.l2_weight_decay, "nesterov": self.nesterov})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tf_simsiam")
+class SGD(_MomentumOptimizer):
+    """Momentum SGD with coupled L2 weight decay (torch.optim.SGD semantics, also its Nesterov form)."""
+
+    def __init__(self, learning_rate=0.05, momentum=0.9, weight_decay=1e-4, nesterov=False, name="sgd", **kwargs):
+        super().__init__(learning_rate, momentum, weight_decay, nesterov, name, **kwargs)
+
     def update_step(self, gradient, variable, learning_rate):
         learning_rate = self._learning_rate_for(variable, learning_rate)
         gradient = tf.cast(gradient, variable.dtype)
@@ -98,14 +110,9 @@ class SGD(FixedLearningRateMixin, keras.optimizers.Optimizer):
         else:
             self.assign_sub(variable, learning_rate * buffer)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update({"momentum": self.momentum, "weight_decay": self.l2_weight_decay, "nesterov": self.nesterov})
-        return config
-
 
 @keras.saving.register_keras_serializable(package="tf_simsiam")
-class LARS(FixedLearningRateMixin, keras.optimizers.Optimizer):
+class LARS(_MomentumOptimizer):
     """LARS with momentum, as in google-research/simclr (LARSOptimizer) and SimSiam's main_lincls.py.
 
     For each variable w with gradient g:
@@ -126,26 +133,16 @@ class LARS(FixedLearningRateMixin, keras.optimizers.Optimizer):
 
     def __init__(self, learning_rate=0.1, momentum=0.9, weight_decay=0.0, eta=1e-3, nesterov=False,
                  name="lars", **kwargs):
-        kwargs.pop("weight_decay", None)
-        super().__init__(learning_rate=learning_rate, weight_decay=None, name=name, **kwargs)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if weight_decay < 0 or eta <= 0:
-            raise ValueError(f"need weight_decay >= 0 and eta > 0, got {weight_decay}, {eta}")
-        self.momentum, self.l2_weight_decay = float(momentum), float(weight_decay)
-        self.eta, self.nesterov = float(eta), bool(nesterov)
+        super().__init__(learning_rate, momentum, weight_decay, nesterov, name, **kwargs)
+        if eta <= 0:
+            raise ValueError(f"eta must be > 0, got {eta}")
+        self.eta = float(eta)
 
     def exclude_from_adaptation(self, var_list):
         self._excluded_keys = getattr(self, "_excluded_keys", set()) | {self._var_key(v) for v in var_list}
 
     def _adapted(self, variable):
         return len(variable.shape) > 1 and self._var_key(variable) not in getattr(self, "_excluded_keys", ())
-
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self.momentum_buffers = self.add_optimizer_variables(variables, "momentum")
 
     def update_step(self, gradient, variable, learning_rate):
         learning_rate = self._learning_rate_for(variable, learning_rate)
@@ -164,10 +161,7 @@ class LARS(FixedLearningRateMixin, keras.optimizers.Optimizer):
             self.assign_sub(variable, buffer)
 
     def get_config(self):
-        config = super().get_config()
-        config.update({"momentum": self.momentum, "weight_decay": self.l2_weight_decay, "eta": self.eta,
-                       "nesterov": self.nesterov})
-        return config
+        return {**super().get_config(), "eta": self.eta}
 
 
 def scaled_learning_rate(base_lr, batch_size):
