@@ -42,3 +42,54 @@ def std_of_l2_normalized(z):
     """
     z = tf.math.l2_normalize(tf.cast(z, tf.float32), axis=-1)
     return tf.reduce_mean(tf.math.reduce_std(z, axis=0))
+
+
+# --- SimCLR -------------------------------------------------------------------------------------------------------
+
+def cross_replica_concat(tensor):
+    """The rows of `tensor` from every replica, in replica order (the tensor itself on one replica).
+
+    One all-reduce of the tensor placed in its replica's slot (google-research/simclr's way), so that gradients
+    flow back to the replica that computed each row.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tensor
+    replicas = context.num_replicas_in_sync
+    slot = tf.one_hot(context.replica_id_in_sync_group, replicas, dtype=tensor.dtype)
+    placed = slot[:, None, None] * tensor[None]
+    gathered = context.all_reduce(tf.distribute.ReduceOp.SUM, placed)
+    return tf.reshape(gathered, [-1, tf.shape(tensor)[-1]])
+
+
+def nt_xent_logits(z1, z2, temperature=0.5):
+    """Logits (2n, 2N) and positive indices (2n,) of this replica's 2n anchors against all 2N views.
+
+    Anchors are [z1; z2] of this replica (n pairs); candidates are [z1 of all replicas; z2 of all replicas]
+    (N pairs in the global batch). An anchor's own entry is masked out, its other view is the positive and the
+    2N - 2 remaining views are the negatives. Math in float32 on l2-normalised rows.
+    """
+    z1 = tf.math.l2_normalize(tf.cast(z1, tf.float32), axis=-1)
+    z2 = tf.math.l2_normalize(tf.cast(z2, tf.float32), axis=-1)
+    n = tf.shape(z1)[0]
+    all1, all2 = cross_replica_concat(z1), cross_replica_concat(z2)
+    total = tf.shape(all1)[0]  # N
+    context = tf.distribute.get_replica_context()
+    replica = context.replica_id_in_sync_group if context is not None else 0
+    offset = tf.cast(replica, tf.int32) * n
+    anchors = tf.concat([z1, z2], axis=0)
+    logits = tf.matmul(anchors, tf.concat([all1, all2], axis=0), transpose_b=True) / temperature
+    local = offset + tf.range(n)
+    own = tf.concat([local, total + local], axis=0)
+    positive = tf.concat([total + local, local], axis=0)
+    logits = logits - 1e9 * tf.one_hot(own, 2 * total, dtype=tf.float32)
+    return logits, positive
+
+
+def nt_xent(z1, z2, temperature=0.5):
+    """NT-Xent (SimCLR, Eq. 1): the cross-entropy of each of the 2N views picking its positive among the other
+    2N - 1, averaged over all 2N anchors (the paper's 1/2N; google-research/simclr sums the two directions, twice
+    this). Under a distribution strategy, negatives come from every replica and this is the replica's share.
+    """
+    logits, positive = nt_xent_logits(z1, z2, temperature)
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(positive, logits))

@@ -164,9 +164,28 @@ class LARS(_MomentumOptimizer):
         return {**super().get_config(), "eta": self.eta}
 
 
-def scaled_learning_rate(base_lr, batch_size):
-    """The linear scaling rule of both papers: lr = base_lr * batch_size / 256."""
-    return base_lr * batch_size / 256.0
+LR_SCALINGS = ("linear", "sqrt")
+
+
+def scaled_learning_rate(base_lr, batch_size, scaling="linear"):
+    """The papers' learning-rate scaling: linear, lr = base_lr * batch_size / 256 (both papers), or SimCLR's
+    square-root rule, lr = base_lr * sqrt(batch_size) (0.075 x sqrt(batch) in its Appendix B.1)."""
+    if scaling == "linear":
+        return base_lr * batch_size / 256.0
+    if scaling == "sqrt":
+        return base_lr * math.sqrt(batch_size)
+    raise ValueError(f"--lr_scaling must be one of {LR_SCALINGS}, got {scaling!r}")
+
+
+def pretrain_optimizer(name, batch_size, total_steps, base_lr, momentum=0.9, weight_decay=0.0, warmup_steps=0,
+                       lr_scaling="linear"):
+    """SGD (SimSiam) or LARS (SimCLR) with the scaled learning rate, linear warmup then cosine, per step."""
+    schedule = WarmupCosine(scaled_learning_rate(base_lr, batch_size, lr_scaling), total_steps, warmup_steps)
+    if name == "sgd":
+        return SGD(schedule, momentum=momentum, weight_decay=weight_decay)
+    if name == "lars":
+        return LARS(schedule, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"--optimizer must be sgd or lars, got {name!r}")
 
 
 def simsiam_optimizer(batch_size, total_steps, base_lr=0.05, momentum=0.9, weight_decay=1e-4, warmup_steps=0):
@@ -174,5 +193,4 @@ def simsiam_optimizer(batch_size, total_steps, base_lr=0.05, momentum=0.9, weigh
 
     Defaults are the ImageNet recipe (base_lr 0.05, wd 1e-4); the CIFAR recipe uses base_lr 0.03, wd 5e-4.
     """
-    schedule = WarmupCosine(scaled_learning_rate(base_lr, batch_size), total_steps, warmup_steps)
-    return SGD(schedule, momentum=momentum, weight_decay=weight_decay)
+    return pretrain_optimizer("sgd", batch_size, total_steps, base_lr, momentum, weight_decay, warmup_steps)

@@ -20,34 +20,41 @@ import tensorflow as tf
 from tf_simsiam import callbacks, distribute, export, optim
 from tf_simsiam.data import augment as augment_lib
 from tf_simsiam.data import pipeline, sources
-from tf_simsiam.models import SimSiam, backbones
+from tf_simsiam.models import SimCLR, SimSiam, backbones
 
 log = logging.getLogger("tf_simsiam")
 
 PRECISIONS = ("float32", "mixed_bfloat16")
+METHODS = ("simsiam", "simclr")
+OPTIMIZERS = ("sgd", "lars")
 
 
 @dataclasses.dataclass
 class PretrainConfig:
+    method: str = "simsiam"
     # data
     dataset: str = "fashion_mnist"
     data_dir: str = None
     image_size: int = 0  # 0: the data set's own size
     augment: str = "simsiam_imagenet"
     crop_min_scale: float = 0.2
+    color_strength: float = 1.0  # the SimCLR recipe's colour distortion strength s
     augment_on: str = "host"
     # model
     backbone: str = "resnet18"
     width: int = 64
-    proj_dim: int = 2048
+    proj_dim: int = 2048  # SimSiam: projector width and output; SimCLR: output (128), hidden = backbone width
     pred_dim: int = 512
     proj_layers: int = 3
     fix_pred_lr: bool = True
+    temperature: float = 0.5  # SimCLR's NT-Xent
     # optimisation (the SimSiam paper's ImageNet recipe)
     batch_size: int = 512
     epochs: int = 100
     steps_per_epoch: int = 0  # 0: every image once per epoch
+    optimizer: str = ""  # "": the method's own (SimSiam: sgd, SimCLR: lars)
     base_lr: float = 0.05
+    lr_scaling: str = "linear"
     weight_decay: float = 1e-4
     momentum: float = 0.9
     warmup_epochs: int = 0
@@ -70,7 +77,7 @@ class PretrainConfig:
     export_dir: str = ""  # "": MODEL_DIR/export
 
     # settings that must match for a model_dir to be resumed
-    MODEL_KEYS = ("dataset", "image_size", "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
+    MODEL_KEYS = ("method", "temperature", "optimizer", "lr_scaling", "color_strength", "dataset", "image_size", "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
                   "batch_size", "epochs", "steps_per_epoch", "base_lr", "weight_decay", "momentum",
                   "warmup_epochs", "seed", "augment", "crop_min_scale")
 
@@ -93,6 +100,16 @@ class PretrainConfig:
             raise ValueError(f"--warmup_epochs={self.warmup_epochs} exceeds --epochs={self.epochs}")
         if not 0 < self.crop_min_scale <= 1:
             raise ValueError(f"--crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
+        if self.method not in METHODS:
+            raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}")
+        if self.optimizer not in ("",) + OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lr_scaling not in optim.LR_SCALINGS:
+            raise ValueError(f"--lr_scaling must be one of {optim.LR_SCALINGS}, got {self.lr_scaling!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+        if self.color_strength < 0:
+            raise ValueError(f"--color_strength must be >= 0, got {self.color_strength}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.augment not in augment_lib.RECIPES:
@@ -108,6 +125,9 @@ class PretrainConfig:
                              f"multi_worker, not {self.strategy}")
         if not self.model_dir:
             raise ValueError("--model_dir must not be empty")
+
+    def optimizer_name(self):
+        return self.optimizer or {"simsiam": "sgd", "simclr": "lars"}[self.method]
 
     def to_json(self):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -142,7 +162,10 @@ def load_splits(config, need_test):
 
 
 def recipe_of(config, size):
-    recipe = augment_lib.RECIPES[config.augment](size)
+    if config.augment == "simclr":
+        recipe = augment_lib.simclr(size, config.color_strength)
+    else:
+        recipe = augment_lib.RECIPES[config.augment](size)
     return dataclasses.replace(recipe, crop_scale=(config.crop_min_scale, 1.0))
 
 
@@ -157,18 +180,24 @@ def encoder_config(config, train):
 
 
 def build_model(config, enc_config, steps_per_epoch, sync_bn=False):
-    """The compiled SimSiam model of a config; call it under strategy.scope() to distribute it."""
+    """The compiled SimSiam or SimCLR model of a config; call it under strategy.scope() to distribute it."""
     backbone = backbones.from_encoder_config(enc_config, sync_bn)
     augment = None
     if config.augment_on == "device":
         augment = augment_lib.TwoViews(recipe_of(config, enc_config["input_shape"][0]), seed=config.seed)
-    model = SimSiam(backbone, proj_dim=config.proj_dim, pred_dim=config.pred_dim, proj_layers=config.proj_layers,
-                    fix_predictor_lr=config.fix_pred_lr, sync_bn=sync_bn, augment=augment)
-    total = config.epochs * steps_per_epoch
-    model.compile(optimizer=optim.simsiam_optimizer(
-        config.batch_size, total, base_lr=config.base_lr, momentum=config.momentum,
-        weight_decay=config.weight_decay, warmup_steps=config.warmup_epochs * steps_per_epoch),
-        jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution)
+    if config.method == "simclr":
+        model = SimCLR(backbone, proj_dim=config.proj_dim, proj_layers=config.proj_layers,
+                       temperature=config.temperature, sync_bn=sync_bn, augment=augment)
+    else:
+        model = SimSiam(backbone, proj_dim=config.proj_dim, pred_dim=config.pred_dim,
+                        proj_layers=config.proj_layers, fix_predictor_lr=config.fix_pred_lr, sync_bn=sync_bn,
+                        augment=augment)
+    optimizer = optim.pretrain_optimizer(
+        config.optimizer_name(), config.batch_size, config.epochs * steps_per_epoch, base_lr=config.base_lr,
+        momentum=config.momentum, weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_epochs * steps_per_epoch, lr_scaling=config.lr_scaling)
+    model.compile(optimizer=optimizer, jit_compile=config.jit_compile,
+                  steps_per_execution=config.steps_per_execution)
     return model
 
 
@@ -186,7 +215,7 @@ def _check_same_run(config, model_dir):
 
 
 def pretrain(config):
-    """Trains SimSiam as configured, resuming from model_dir's last checkpoint; returns the result dict.
+    """Trains SimSiam or SimCLR as configured, resuming from model_dir's last checkpoint; returns the result dict.
 
     Under a multi-worker strategy every worker runs this with the same config and a shared model_dir; only the
     chief writes into it.
@@ -276,10 +305,11 @@ def pretrain(config):
     export_dir = config.export_dir or os.path.join(model_dir, "export")
     weights = model.backbone.get_weights()
     result = {
-        "dataset": config.dataset, "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
+        "method": config.method, "dataset": config.dataset, "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
         "strategy": type(strategy).__name__, "replicas": replicas, "sync_bn": sync_bn,
         "batch_size": config.batch_size, "resumed_from_epoch": initial_epoch,
         "final_loss": _last(history.get("loss")), "final_z_std": _last(history.get("z_std")),
+        "final_contrastive_accuracy": _last(history.get("contrastive_accuracy")),
         "z_std_healthy": 1 / math.sqrt(config.proj_dim), "collapsed_epochs": collapse.collapsed_epochs,
         "knn_top1": knn.history[-1][1] if knn and knn.history else None,
         "knn_top1_per_epoch": knn.history if knn else [],

@@ -1,4 +1,4 @@
-"""Pretrain a SimSiam encoder:  python -m tf_simsiam.train --flagfile=configs/fashion_mnist.cfg
+"""Pretrain a SimSiam or SimCLR encoder:  python -m tf_simsiam.train --flagfile=configs/fashion_mnist.cfg
 
 The only module that reads flags: they become a plain PretrainConfig for tf_simsiam.pretrain.
 Running the same command again resumes an interrupted run from its last checkpoint.
@@ -17,32 +17,45 @@ from tf_simsiam.pretrain import PretrainConfig  # noqa: E402
 
 D = PretrainConfig()  # defaults live in one place: the config
 
+flags.DEFINE_enum("method", D.method, ["simsiam", "simclr"], "SimSiam (stop-gradient + predictor, SGD) or "
+                  "SimCLR (NT-Xent with negatives from the whole global batch, LARS).")
 flags.DEFINE_string("dataset", D.dataset, "fashion_mnist (offline: Debian package dataset-fashion-mnist), "
                     "tfds:NAME (TensorFlow Datasets) or folder:PATH (JPEG/PNG/BMP/GIF; class sub-folders "
                     "give labels).")
 flags.DEFINE_string("data_dir", D.data_dir, "TFDS data directory for tfds: data sets.")
 flags.DEFINE_integer("image_size", D.image_size, "Train at this square size; 0 keeps the data set's own size "
                      "(folder: data sets need it).", lower_bound=0)
-flags.DEFINE_enum("augment", D.augment, ["simsiam_imagenet", "simsiam_cifar"],
-                  "Augmentation recipe: the paper's ImageNet one, or its CIFAR variant (no blur).")
+flags.DEFINE_enum("augment", D.augment, ["simsiam_imagenet", "simsiam_cifar", "simclr"],
+                  "Augmentation recipe: SimSiam's ImageNet one, its CIFAR variant (no blur), or SimCLR's "
+                  "(colour strength --color_strength, blur only above 64 pixels).")
+flags.DEFINE_float("color_strength", D.color_strength, "SimCLR's colour distortion strength s (1.0 ImageNet, "
+                   "0.5 CIFAR-10); --augment=simclr only.", lower_bound=0)
 flags.DEFINE_float("crop_min_scale", D.crop_min_scale, "Lower bound of the random-resized-crop area "
-                   "(the paper: 0.2).")
+                   "(SimSiam: 0.2; SimCLR: 0.08).")
 flags.DEFINE_enum("augment_on", D.augment_on, ["host", "device"], "Augment in the tf.data pipeline (host) or "
                   "inside the train step on the accelerator (device).")
 flags.DEFINE_enum("backbone", D.backbone, ["resnet18", "resnet50"], "resnet18 (CIFAR stem) or resnet50.")
 flags.DEFINE_integer("width", D.width, "ResNet-18 width (channels of the first stage; the paper: 64).",
                      lower_bound=1)
-flags.DEFINE_integer("proj_dim", D.proj_dim, "Projector width and output dimension (the paper: 2048).",
-                     lower_bound=1)
+flags.DEFINE_integer("proj_dim", D.proj_dim, "SimSiam: projector width and output dimension (2048); SimCLR: "
+                     "head output dimension (128; its hidden width is the backbone's).", lower_bound=1)
 flags.DEFINE_integer("pred_dim", D.pred_dim, "Predictor bottleneck width (the paper: 512).", lower_bound=1)
-flags.DEFINE_integer("proj_layers", D.proj_layers, "Projector layers: 3 (ImageNet) or 2 (CIFAR).",
+flags.DEFINE_integer("proj_layers", D.proj_layers, "Projector layers: SimSiam 3 (ImageNet) or 2 (CIFAR); "
+                     "SimCLR 2 (v1) or 3 (v2).",
                      lower_bound=1)
+flags.DEFINE_float("temperature", D.temperature, "SimCLR's NT-Xent temperature (0.5 CIFAR-10, 0.1 ImageNet).",
+                   lower_bound=1e-6)
 flags.DEFINE_bool("fix_pred_lr", D.fix_pred_lr, "Keep the predictor at the initial learning rate (the paper).")
 flags.DEFINE_integer("batch_size", D.batch_size, "Global batch size.", lower_bound=1)
 flags.DEFINE_integer("epochs", D.epochs, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", D.steps_per_epoch, "Cap on steps per epoch; 0: every image once.",
                      lower_bound=0)
-flags.DEFINE_float("base_lr", D.base_lr, "Learning rate per 256 images: lr = base_lr * batch_size / 256.")
+flags.DEFINE_enum("optimizer", D.optimizer or None, ["sgd", "lars"], "SGD with momentum and coupled weight "
+                  "decay, or LARS (BN and biases excluded); default: sgd for SimSiam, lars for SimCLR.")
+flags.DEFINE_float("base_lr", D.base_lr, "Base learning rate: lr = base_lr * batch_size / 256 (linear "
+                   "scaling) or base_lr * sqrt(batch_size) (--lr_scaling=sqrt).")
+flags.DEFINE_enum("lr_scaling", D.lr_scaling, ["linear", "sqrt"], "How the learning rate grows with the batch: "
+                  "linear (both papers; SimCLR 0.3) or square root (SimCLR 0.075).")
 flags.DEFINE_float("weight_decay", D.weight_decay, "Coupled L2 weight decay (the paper: 1e-4; CIFAR 5e-4).",
                    lower_bound=0)
 flags.DEFINE_float("momentum", D.momentum, "SGD momentum.", lower_bound=0, upper_bound=0.999999)
@@ -79,7 +92,9 @@ FLAGS = flags.FLAGS
 
 
 def config_from_flags():
-    return PretrainConfig(**{name: FLAGS[name].value for name in PretrainConfig.__dataclass_fields__})
+    values = {name: FLAGS[name].value for name in PretrainConfig.__dataclass_fields__}
+    values["optimizer"] = values["optimizer"] or ""
+    return PretrainConfig(**values)
 
 
 def main(argv):

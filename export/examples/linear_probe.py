@@ -30,10 +30,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--saved_model", default="runs/fashion_mnist/export/saved_model")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--train_size", type=int, default=60000, help="first N training images (a quick try)")
     parser.add_argument("--output", default="linear_probe.keras")
     args = parser.parse_args()
 
     (x_train, y_train), (x_test, y_test) = fashion_mnist("train"), fashion_mnist("test")
+    x_train, y_train = x_train[:args.train_size], y_train[:args.train_size]
     images = keras.Input(x_train.shape[1:], dtype="uint8", name="images")
     encoder = keras.Model(images, keras.layers.TFSMLayer(args.saved_model, call_endpoint="serve")(images))
     train_features = encoder.predict(x_train, batch_size=512, verbose=0)

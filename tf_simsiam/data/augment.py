@@ -73,7 +73,20 @@ def linear_eval(size=224):
     return Recipe(size, crop_scale=(0.08, 1.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
 
 
-RECIPES = {"simsiam_imagenet": simsiam_imagenet, "simsiam_cifar": simsiam_cifar}
+def simclr(size=224, strength=1.0, blur=None):
+    """SimCLR's augmentation (its Appendix A): random resized crop 0.08-1 and flip; colour distortion of
+    strength s (brightness, contrast, saturation 0.8s, hue 0.2s, in a random order, p=0.8; grayscale p=0.2);
+    Gaussian blur (sigma 0.1-2, kernel 10% of the image side) with p=0.5, left out for small images (CIFAR)
+    unless blur=True."""
+    if not strength >= 0:
+        raise ValueError(f"colour strength must be >= 0, got {strength}")
+    blur = size > 64 if blur is None else blur
+    jitter = (0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength)
+    return Recipe(size, crop_scale=(0.08, 1.0), jitter=jitter, blur_prob=0.5 if blur else 0.0,
+                  blur_kernel_size=max(3, size // 10) | 1)
+
+
+RECIPES = {"simsiam_imagenet": simsiam_imagenet, "simsiam_cifar": simsiam_cifar, "simclr": simclr}
 
 
 def _uniform(seed, shape, low=0.0, high=1.0):

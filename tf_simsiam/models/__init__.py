@@ -1,4 +1,5 @@
-"""Backbones, heads and the SimSiam model."""
+"""Backbones, heads and the two methods: SimSiam and SimCLR."""
 
 from tf_simsiam.models import backbones, heads
+from tf_simsiam.models.simclr import SimCLR
 from tf_simsiam.models.simsiam import SimSiam

@@ -43,6 +43,12 @@ def _conv(filters, kernel_size, strides, name):
 def _conv_bn(x, filters, kernel_size, strides, sync_bn, name, zero_gamma=False):
     if strides != 1 and kernel_size > 1:  # pad like PyTorch (1 on every side), not like TF's "same"
         x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
+    elif strides != 1:
+        # A strided 1x1 convolution reads every `strides`-th pixel: subsample, then convolve at stride 1. Same
+        # weights and outputs; it also avoids a oneDNN fault (heap corruption) in the input gradient of strided
+        # 1x1 convolutions on batches of odd size, seen with TF 2.21 on CPU.
+        x = keras.layers.MaxPooling2D(1, strides, name=f"{name}_subsample")(x)
+        strides = 1
     x = _conv(filters, kernel_size, strides, name=f"{name}_conv")(x)
     return batch_norm(sync_bn, zero_init=zero_gamma, name=f"{name}_bn")(x)
 

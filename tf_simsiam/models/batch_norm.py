@@ -78,8 +78,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
-def batch_norm(sync_bn=False, affine=True, zero_init=False, name=None):
-    """BN with PyTorch's defaults (its momentum 0.1 is 0.9 here, eps 1e-5); zero_init sets gamma to 0."""
+def batch_norm(sync_bn=False, affine=True, zero_init=False, center=None, name=None):
+    """BN with PyTorch's defaults (its momentum 0.1 is 0.9 here, eps 1e-5); zero_init sets gamma to 0;
+    center=False drops beta alone (SimCLR's last head layer)."""
     return BatchNormalization(
-        momentum=0.9, epsilon=1e-5, center=affine, scale=affine, synchronized=sync_bn,
+        momentum=0.9, epsilon=1e-5, center=affine if center is None else center, scale=affine,
+        synchronized=sync_bn,
         gamma_initializer="zeros" if zero_init else "ones", name=name)

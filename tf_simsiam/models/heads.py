@@ -66,3 +66,16 @@ def predictor(proj_dim=2048, pred_dim=512, bn="hidden", sync_bn=False, name="pre
     if bn == "all":
         layers.append(batch_norm(sync_bn, affine=False, name="bn2"))
     return keras.Sequential(layers, name=name)
+
+
+def simclr_projector(hidden_dim, out_dim=128, layers=2, sync_bn=False, name="projector"):
+    """SimCLR's projection head g (v2 form): [Linear(no bias) -> BN -> ReLU] x (layers - 1) -> Linear(out_dim,
+    no bias) -> BN without centring (no bias, no ReLU). The hidden width is the backbone's feature width."""
+    _check_positive(hidden_dim=hidden_dim, out_dim=out_dim, layers=layers)
+    stack = []
+    for i in range(layers - 1):
+        stack += [_linear(hidden_dim, use_bias=False, name=f"linear{i + 1}"), batch_norm(sync_bn, name=f"bn{i + 1}"),
+                  keras.layers.ReLU(name=f"relu{i + 1}")]
+    stack += [_linear(out_dim, use_bias=False, name=f"linear{layers}"),
+              batch_norm(sync_bn, center=False, name=f"bn{layers}")]
+    return keras.Sequential(stack, name=name)

@@ -11,27 +11,13 @@
 import keras
 import tensorflow as tf
 
-from tf_simsiam import distribute, losses
+from tf_simsiam import losses
 from tf_simsiam.models import heads
-
-
-def split_views(data):
-    """(x1, x2) from a batch of stacked views (B, 2, H, W, C), or from a (x1, x2) pair."""
-    if isinstance(data, (tuple, list)):
-        if len(data) == 1:  # keras may wrap a lone tensor as (x,)
-            return split_views(data[0])
-        if len(data) != 2:
-            raise ValueError(f"expected a batch of stacked views (B, 2, H, W, C) or a pair (x1, x2); "
-                             f"got a tuple of {len(data)} elements")
-        return data[0], data[1]
-    shape = data.shape
-    if shape.rank != 5 or shape[1] != 2:
-        raise ValueError(f"expected a batch of stacked views of shape (B, 2, H, W, C); got shape {tuple(shape)}")
-    return data[:, 0], data[:, 1]
+from tf_simsiam.models.two_views import TwoViewModel
 
 
 @keras.saving.register_keras_serializable(package="tf_simsiam")
-class SimSiam(keras.Model):
+class SimSiam(TwoViewModel):
     """SimSiam: backbone f, projector g, predictor h, trained with the symmetric stop-gradient loss.
 
     Args:
@@ -53,15 +39,9 @@ class SimSiam(keras.Model):
     def __init__(self, backbone, proj_dim=2048, pred_dim=512, proj_layers=3, stop_gradient=True,
                  predictor="mlp", symmetric=True, fix_predictor_lr=True, proj_bn="all", pred_bn="hidden",
                  sync_bn=False, augment=None, name="simsiam", **kwargs):
-        super().__init__(name=name, **kwargs)
-        if not isinstance(backbone, keras.Model) or len(backbone.output_shape) != 2:
-            raise ValueError(f"backbone must be a keras.Model returning pooled features (batch, dim); "
-                             f"got {type(backbone).__name__} with output shape "
-                             f"{getattr(backbone, 'output_shape', None)}")
+        super().__init__(backbone, augment=augment, name=name, **kwargs)
         if predictor not in ("mlp", "none", "fixed_random"):
             raise ValueError(f"predictor must be 'mlp', 'none' or 'fixed_random', got {predictor!r}")
-        self.backbone = backbone
-        self.augment = augment
         self.projector = heads.projector(proj_dim, proj_layers, bn=proj_bn, sync_bn=sync_bn)
         self.predictor = None
         if predictor != "none":
@@ -74,8 +54,6 @@ class SimSiam(keras.Model):
                             stop_gradient=self.stop_gradient, predictor=predictor, symmetric=self.symmetric,
                             fix_predictor_lr=self.fix_predictor_lr, proj_bn=proj_bn, pred_bn=pred_bn,
                             sync_bn=sync_bn)
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.z_std_tracker = keras.metrics.Mean(name="z_std")
         self.build(backbone.input_shape)
 
     def build(self, input_shape):
@@ -84,10 +62,6 @@ class SimSiam(keras.Model):
         if self.predictor is not None:
             self.predictor.build((None, self._config["proj_dim"]))
         self.built = True
-
-    def call(self, images, training=False):
-        """Backbone features of a batch of images (what a downstream task uses)."""
-        return self.backbone(images, training=training)
 
     def compile(self, optimizer="sgd", **kwargs):
         super().compile(optimizer=optimizer, **kwargs)
@@ -100,14 +74,6 @@ class SimSiam(keras.Model):
                     f"tf_simsiam.optim.simsiam_optimizer(...), or pass fix_predictor_lr=False.")
             self.optimizer.exclude_from_schedule(self.predictor.trainable_variables)
 
-    def compile_from_config(self, config):
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)  # so that a saved optimizer state can be loaded into it
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.z_std_tracker]
-
     def forward(self, x1, x2, training=True):
         """The paper's forward pass: returns p1, p2, z1, z2 (p = z when there is no predictor)."""
         z1 = self.projector(self.backbone(x1, training=training), training=training)
@@ -118,36 +84,7 @@ class SimSiam(keras.Model):
         p2 = self.predictor(z2, training=training)
         return p1, p2, z1, z2
 
-    def train_step(self, data):
-        if self.augment is not None and not isinstance(data, (tuple, list)) and data.shape.rank == 4:
-            data = self.augment(data, step=self.optimizer.iterations)
-        x1, x2 = split_views(data)
-        with tf.GradientTape() as tape:
-            p1, p2, z1, z2 = self.forward(x1, x2, training=True)
-            loss = losses.simsiam_loss(p1, p2, z1, z2, stop_gradient=self.stop_gradient,
-                                       symmetric=self.symmetric)
-            # Gradients are summed over replicas: scale so that N replicas make the global-batch update.
-            replica_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
-            replica_loss = self.optimizer.scale_loss(replica_loss)
-        learning_rate = self.optimizer.learning_rate
-        gradients = tape.gradient(replica_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        self.loss_tracker.update_state(loss)
-        self.z_std_tracker.update_state(losses.std_of_l2_normalized(z1))
-        logs = {"loss": self.loss_tracker.result(), "z_std": self.z_std_tracker.result(),
-                "lr": tf.cast(learning_rate, tf.float32)}
-        if distribute.is_multi_worker(tf.distribute.get_strategy()):
-            # Keras reduces multi-worker logs along axis 0: scalars fail (tensorflow/tensorflow#72388)
-            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
-        return logs
-
-    def get_config(self):
-        return {"backbone": keras.saving.serialize_keras_object(self.backbone), "name": self.name,
-                "augment": keras.saving.serialize_keras_object(self.augment), **self._config}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        config["augment"] = keras.saving.deserialize_keras_object(config.get("augment"))
-        return cls(**config)
+    def objective(self, x1, x2):
+        p1, p2, z1, z2 = self.forward(x1, x2, training=True)
+        loss = losses.simsiam_loss(p1, p2, z1, z2, stop_gradient=self.stop_gradient, symmetric=self.symmetric)
+        return loss, z1, {}

@@ -1,0 +1,98 @@
+"""What SimSiam and SimCLR share: a keras.Model trained on two views of each image.
+
+`TwoViewModel.train_step` takes a batch of stacked views (B, 2, H, W, C) (or images, augmented on the device),
+asks the method for its loss on (x1, x2), and applies the update so that N replicas make the global-batch update
+(Keras sums gradients over replicas). A method subclass defines `objective(x1, x2)` and its extra metrics.
+"""
+
+import keras
+import tensorflow as tf
+
+from tf_simsiam import distribute, losses
+
+
+def split_views(data):
+    """(x1, x2) from a batch of stacked views (B, 2, H, W, C), or from a (x1, x2) pair."""
+    if isinstance(data, (tuple, list)):
+        data = [d for d in data if d is not None]  # train_on_batch hands over (x, None, None)
+        if len(data) == 1:  # keras may wrap a lone tensor as (x,)
+            return split_views(data[0])
+        if len(data) != 2:
+            raise ValueError(f"expected a batch of stacked views (B, 2, H, W, C) or a pair (x1, x2); "
+                             f"got a tuple of {len(data)} elements")
+        return data[0], data[1]
+    shape = data.shape
+    if shape.rank != 5 or shape[1] != 2:
+        raise ValueError(f"expected a batch of stacked views of shape (B, 2, H, W, C); got shape {tuple(shape)}")
+    return data[:, 0], data[:, 1]
+
+
+def check_backbone(backbone):
+    if not isinstance(backbone, keras.Model) or len(backbone.output_shape) != 2:
+        raise ValueError(f"backbone must be a keras.Model returning pooled features (batch, dim); "
+                         f"got {type(backbone).__name__} with output shape {getattr(backbone, 'output_shape', None)}")
+
+
+class TwoViewModel(keras.Model):
+    """Base of the methods: a backbone, an optional on-device augmentation, loss / z_std / extra metrics."""
+
+    extra_metrics = ()  # names of the values `objective` returns besides the loss and z
+
+    def __init__(self, backbone, augment=None, **kwargs):
+        super().__init__(**kwargs)
+        check_backbone(backbone)
+        self.backbone = backbone
+        self.augment = augment
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.z_std_tracker = keras.metrics.Mean(name="z_std")
+        self.extra_trackers = {name: keras.metrics.Mean(name=name) for name in self.extra_metrics}
+
+    def call(self, images, training=False):
+        """Backbone features of a batch of images (what a downstream task uses)."""
+        return self.backbone(images, training=training)
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)  # so that a saved optimizer state can be loaded into it
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.z_std_tracker, *self.extra_trackers.values()]
+
+    def objective(self, x1, x2):
+        """Returns (loss, z of view 1, {extra metric: value}) in training mode."""
+        raise NotImplementedError
+
+    def train_step(self, data):
+        if self.augment is not None and not isinstance(data, (tuple, list)) and data.shape.rank == 4:
+            data = self.augment(data, step=self.optimizer.iterations)
+        x1, x2 = split_views(data)
+        with tf.GradientTape() as tape:
+            loss, z1, extra = self.objective(x1, x2)
+            # Gradients are summed over replicas: scale so that N replicas make the global-batch update.
+            replica_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            replica_loss = self.optimizer.scale_loss(replica_loss)
+        learning_rate = self.optimizer.learning_rate
+        gradients = tape.gradient(replica_loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        self.loss_tracker.update_state(loss)
+        self.z_std_tracker.update_state(losses.std_of_l2_normalized(z1))
+        for name, value in extra.items():
+            self.extra_trackers[name].update_state(value)
+        logs = {tracker.name: tracker.result() for tracker in self.metrics}
+        logs["lr"] = tf.cast(learning_rate, tf.float32)
+        if distribute.is_multi_worker(tf.distribute.get_strategy()):
+            # Keras reduces multi-worker logs along axis 0: scalars fail (tensorflow/tensorflow#72388)
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
+    def get_config(self):
+        return {"backbone": keras.saving.serialize_keras_object(self.backbone), "name": self.name,
+                "augment": keras.saving.serialize_keras_object(self.augment), **self._config}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        config["augment"] = keras.saving.deserialize_keras_object(config.get("augment"))
+        return cls(**config)
