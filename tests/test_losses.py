@@ -62,3 +62,17 @@ def test_std_of_l2_normalized_detects_collapse():
     np.testing.assert_allclose(losses.std_of_l2_normalized(healthy).numpy(), 1 / np.sqrt(64), rtol=0.02)
     collapsed = np.tile(rng.normal(size=(1, 64)), (128, 1)).astype("float32")
     assert losses.std_of_l2_normalized(collapsed).numpy() < 1e-6
+
+
+def test_cross_entropy_similarity_matches_numpy(pz):
+    p1, p2, z1, z2 = pz
+
+    def numpy_ce(p, z):
+        soft_z = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        log_soft_p = p - np.log(np.exp(p).sum(1, keepdims=True))
+        return -np.mean(np.sum(soft_z * log_soft_p, axis=1))
+
+    got = losses.simsiam_loss(p1, p2, z1, z2, similarity="cross_entropy")
+    np.testing.assert_allclose(float(got), 0.5 * numpy_ce(p1, z2) + 0.5 * numpy_ce(p2, z1), rtol=1e-5)
+    with pytest.raises(ValueError, match="--similarity"):
+        losses.simsiam_loss(p1, p2, z1, z2, similarity="dot")

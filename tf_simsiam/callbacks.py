@@ -133,7 +133,7 @@ def latest_checkpoint(directory):
 class EpochHistory(keras.callbacks.Callback):
     """Appends one row per epoch to a CSV file (a resumed run goes on appending)."""
 
-    KEYS = ("loss", "z_std", "lr", "knn_top1")
+    KEYS = ("loss", "z_std", "lr", "knn_top1", "contrastive_accuracy")
 
     def __init__(self, path):
         super().__init__()

@@ -19,7 +19,17 @@ def negative_cosine_similarity(p, z):
     return -tf.reduce_mean(tf.reduce_sum(p * z, axis=-1))
 
 
-def simsiam_loss(p1, p2, z1, z2, stop_gradient=True, symmetric=True):
+def cross_entropy_similarity(p, z):
+    """The paper's cross-entropy variant of D (its Table 4): -softmax(z) . log softmax(p), over the channels,
+    averaged over the batch."""
+    p, z = tf.cast(p, tf.float32), tf.cast(z, tf.float32)
+    return -tf.reduce_mean(tf.reduce_sum(tf.nn.softmax(z, axis=-1) * tf.nn.log_softmax(p, axis=-1), axis=-1))
+
+
+SIMILARITIES = {"cosine": negative_cosine_similarity, "cross_entropy": cross_entropy_similarity}
+
+
+def simsiam_loss(p1, p2, z1, z2, stop_gradient=True, symmetric=True, similarity="cosine"):
     """The SimSiam loss of two views.
 
     Args:
@@ -27,12 +37,16 @@ def simsiam_loss(p1, p2, z1, z2, stop_gradient=True, symmetric=True):
       z1, z2: projector outputs of view 1 and view 2, shape (batch, dim).
       stop_gradient: treat z as a constant (the paper's sg); False is the collapsing ablation (Fig. 2).
       symmetric: D(p1, sg(z2))/2 + D(p2, sg(z1))/2; False keeps only D(p1, sg(z2)) (Table 5).
+      similarity: "cosine" (the paper) or "cross_entropy" (Table 4).
     """
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"--similarity must be one of {sorted(SIMILARITIES)}, got {similarity!r}")
+    distance = SIMILARITIES[similarity]
     if stop_gradient:
         z1, z2 = tf.stop_gradient(z1), tf.stop_gradient(z2)
     if not symmetric:
-        return negative_cosine_similarity(p1, z2)
-    return 0.5 * negative_cosine_similarity(p1, z2) + 0.5 * negative_cosine_similarity(p2, z1)
+        return distance(p1, z2)
+    return 0.5 * distance(p1, z2) + 0.5 * distance(p2, z1)
 
 
 def std_of_l2_normalized(z):

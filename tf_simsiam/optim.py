@@ -7,7 +7,8 @@
       g <- g + weight_decay * w;  lr_w = lr * eta * ||w|| / ||g||;  buf <- momentum * buf + lr_w * g;  w <- w - buf
   with BN and bias parameters (every variable of rank <= 1) excluded from the adaptation and the weight decay.
 - `WarmupCosine`: linear warmup then cosine decay to 0, evaluated per step.
-- `simsiam_optimizer`: the paper's recipe in one call, lr = base_lr * batch_size / 256.
+- `scaled_learning_rate`: lr = base_lr * batch_size / 256 (both papers) or base_lr * sqrt(batch_size) (SimCLR).
+- `pretrain_optimizer`: SGD or LARS with the scaled lr, warmup and cosine; `simsiam_optimizer`: SimSiam's recipe.
 - Variables passed to `exclude_from_schedule` keep the peak learning rate for the whole run: the paper's fixed
   predictor learning rate (its Table 1, "lr not decayed").
 """

@@ -47,6 +47,13 @@ class PretrainConfig:
     pred_dim: int = 512
     proj_layers: int = 3
     fix_pred_lr: bool = True
+    # SimSiam's ablations (the paper's defaults): Fig. 2, Tables 1, 3, 4, 5
+    stop_gradient: bool = True
+    predictor: str = "mlp"  # mlp | none | fixed_random
+    proj_bn: str = "all"  # none | hidden | all
+    pred_bn: str = "hidden"
+    similarity: str = "cosine"  # cosine | cross_entropy
+    symmetric: bool = True
     temperature: float = 0.5  # SimCLR's NT-Xent
     # optimisation (the SimSiam paper's ImageNet recipe)
     batch_size: int = 512
@@ -77,7 +84,7 @@ class PretrainConfig:
     export_dir: str = ""  # "": MODEL_DIR/export
 
     # settings that must match for a model_dir to be resumed
-    MODEL_KEYS = ("method", "temperature", "optimizer", "lr_scaling", "color_strength", "dataset", "image_size", "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
+    MODEL_KEYS = ("stop_gradient", "predictor", "proj_bn", "pred_bn", "similarity", "symmetric", "method", "temperature", "optimizer", "lr_scaling", "color_strength", "dataset", "image_size", "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
                   "batch_size", "epochs", "steps_per_epoch", "base_lr", "weight_decay", "momentum",
                   "warmup_epochs", "seed", "augment", "crop_min_scale")
 
@@ -106,6 +113,13 @@ class PretrainConfig:
             raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.lr_scaling not in optim.LR_SCALINGS:
             raise ValueError(f"--lr_scaling must be one of {optim.LR_SCALINGS}, got {self.lr_scaling!r}")
+        if self.predictor not in ("mlp", "none", "fixed_random"):
+            raise ValueError(f"--predictor must be mlp, none or fixed_random, got {self.predictor!r}")
+        for name in ("proj_bn", "pred_bn"):
+            if getattr(self, name) not in ("none", "hidden", "all"):
+                raise ValueError(f"--{name} must be none, hidden or all, got {getattr(self, name)!r}")
+        if self.similarity not in ("cosine", "cross_entropy"):
+            raise ValueError(f"--similarity must be cosine or cross_entropy, got {self.similarity!r}")
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be > 0, got {self.temperature}")
         if self.color_strength < 0:
@@ -191,7 +205,9 @@ def build_model(config, enc_config, steps_per_epoch, sync_bn=False):
     else:
         model = SimSiam(backbone, proj_dim=config.proj_dim, pred_dim=config.pred_dim,
                         proj_layers=config.proj_layers, fix_predictor_lr=config.fix_pred_lr, sync_bn=sync_bn,
-                        augment=augment)
+                        augment=augment, stop_gradient=config.stop_gradient, predictor=config.predictor,
+                        proj_bn=config.proj_bn, pred_bn=config.pred_bn, similarity=config.similarity,
+                        symmetric=config.symmetric)
     optimizer = optim.pretrain_optimizer(
         config.optimizer_name(), config.batch_size, config.epochs * steps_per_epoch, base_lr=config.base_lr,
         momentum=config.momentum, weight_decay=config.weight_decay,

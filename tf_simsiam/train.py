@@ -43,6 +43,16 @@ flags.DEFINE_integer("pred_dim", D.pred_dim, "Predictor bottleneck width (the pa
 flags.DEFINE_integer("proj_layers", D.proj_layers, "Projector layers: SimSiam 3 (ImageNet) or 2 (CIFAR); "
                      "SimCLR 2 (v1) or 3 (v2).",
                      lower_bound=1)
+flags.DEFINE_bool("stop_gradient", D.stop_gradient, "SimSiam's stop-gradient on the target branch (off: the "
+                  "paper's Fig. 2 collapse).")
+flags.DEFINE_enum("predictor", D.predictor, ["mlp", "none", "fixed_random"], "SimSiam's predictor: the trained "
+                  "MLP, none (p = z) or a fixed random MLP (the paper's Table 1).")
+flags.DEFINE_enum("proj_bn", D.proj_bn, ["none", "hidden", "all"], "BN in the projector: none, hidden layers "
+                  "only, or hidden and output (the paper's Table 3).")
+flags.DEFINE_enum("pred_bn", D.pred_bn, ["none", "hidden", "all"], "BN in the predictor (the paper: hidden).")
+flags.DEFINE_enum("similarity", D.similarity, ["cosine", "cross_entropy"], "SimSiam's D: negative cosine or the "
+                  "softmax cross-entropy variant (the paper's Table 4).")
+flags.DEFINE_bool("symmetric", D.symmetric, "SimSiam's symmetrised loss (off: D(p1, sg(z2)) only, Table 5).")
 flags.DEFINE_float("temperature", D.temperature, "SimCLR's NT-Xent temperature (0.5 CIFAR-10, 0.1 ImageNet).",
                    lower_bound=1e-6)
 flags.DEFINE_bool("fix_pred_lr", D.fix_pred_lr, "Keep the predictor at the initial learning rate (the paper).")

@@ -28,6 +28,7 @@ class SimSiam(TwoViewModel):
       stop_gradient: the paper's sg on the target branch (False collapses, Fig. 2).
       predictor: "mlp" (the paper), "none" (p = z, Table 1) or "fixed_random" (an untrained random MLP).
       symmetric: the symmetrised loss (False: D(p1, sg(z2)) only, Table 5).
+      similarity: D as "cosine" (the paper) or "cross_entropy" (Table 4).
       fix_predictor_lr: keep the predictor at the peak learning rate while the rest follows the schedule
         (needs an optimizer from tf_simsiam.optim when the learning rate is a schedule).
       proj_bn, pred_bn: where the heads have BN: "all", "hidden" or "none" (Table 3).
@@ -38,7 +39,7 @@ class SimSiam(TwoViewModel):
 
     def __init__(self, backbone, proj_dim=2048, pred_dim=512, proj_layers=3, stop_gradient=True,
                  predictor="mlp", symmetric=True, fix_predictor_lr=True, proj_bn="all", pred_bn="hidden",
-                 sync_bn=False, augment=None, name="simsiam", **kwargs):
+                 sync_bn=False, augment=None, similarity="cosine", name="simsiam", **kwargs):
         super().__init__(backbone, augment=augment, name=name, **kwargs)
         if predictor not in ("mlp", "none", "fixed_random"):
             raise ValueError(f"predictor must be 'mlp', 'none' or 'fixed_random', got {predictor!r}")
@@ -49,11 +50,14 @@ class SimSiam(TwoViewModel):
             self.predictor.trainable = predictor == "mlp"
         self.stop_gradient = bool(stop_gradient)
         self.symmetric = bool(symmetric)
+        if similarity not in losses.SIMILARITIES:
+            raise ValueError(f"similarity must be one of {sorted(losses.SIMILARITIES)}, got {similarity!r}")
+        self.similarity = similarity
         self.fix_predictor_lr = bool(fix_predictor_lr)
         self._config = dict(proj_dim=proj_dim, pred_dim=pred_dim, proj_layers=proj_layers,
                             stop_gradient=self.stop_gradient, predictor=predictor, symmetric=self.symmetric,
                             fix_predictor_lr=self.fix_predictor_lr, proj_bn=proj_bn, pred_bn=pred_bn,
-                            sync_bn=sync_bn)
+                            sync_bn=sync_bn, similarity=similarity)
         self.build(backbone.input_shape)
 
     def build(self, input_shape):
@@ -86,5 +90,6 @@ class SimSiam(TwoViewModel):
 
     def objective(self, x1, x2):
         p1, p2, z1, z2 = self.forward(x1, x2, training=True)
-        loss = losses.simsiam_loss(p1, p2, z1, z2, stop_gradient=self.stop_gradient, symmetric=self.symmetric)
+        loss = losses.simsiam_loss(p1, p2, z1, z2, stop_gradient=self.stop_gradient, symmetric=self.symmetric,
+                                   similarity=self.similarity)
         return loss, z1, {}

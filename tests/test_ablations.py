@@ -1,0 +1,44 @@
+"""The ablation runner on a tiny budget: table, plots and JSON; finished variants are not run again."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tf_simsiam import ablations
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = "image_size=16,width=4,proj_dim=32,pred_dim=8,batch_size=64,steps_per_epoch=3,knn_train_size=300," \
+       "knn_test_size=100,precision=float32"
+
+
+def test_verdict_and_claims():
+    assert ablations.verdict(0.001, 0.5, 64)[0] == "collapse"  # z_std far below 1/sqrt(64) = 0.125
+    assert ablations.verdict(0.12, 0.11, 64) == ("collapse", "kNN")
+    assert ablations.verdict(0.12, 0.7, 64) == ("works", "")
+    rows = [{"variant": "a", "paper": 68.1, "knn": 0.7, "outcome": "works", "paper_outcome": "works"},
+            {"variant": "b", "paper": 63.2, "knn": 0.6, "outcome": "works", "paper_outcome": "works"}]
+    assert ablations.held("similarity", rows) == "yes"
+    rows[1]["knn"] = 0.8
+    assert ablations.held("similarity", rows) == "no"
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist")
+                    and not os.environ.get("TF_SIMSIAM_DATA_DIR"), reason="Fashion-MNIST is not installed")
+def test_stopgrad_suite_writes_table_plots_json_and_resumes(tmp_path):
+    cmd = [sys.executable, "-m", "tf_simsiam.ablations", "--suite=stopgrad", "--budget=2", f"--set={TINY}",
+           f"--output_dir={tmp_path}"]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert first.returncode == 0, first.stderr[-3000:]
+    table = (tmp_path / "ablations.md").read_text()
+    assert "### stopgrad" in table and "| no stop-gradient |" in table and "| baseline |" in table
+    data = json.loads((tmp_path / "ablations.json").read_text())
+    assert {r["variant"] for r in data["rows"]} == {"baseline", "no stop-gradient"}
+    assert all(len(curve["z_std"]) == 2 for curve in data["per_epoch"].values())
+    for plot in ("zstd.png", "loss.png", "knn.png"):
+        assert (tmp_path / plot).stat().st_size > 1000
+    second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert second.returncode == 0 and "tf_simsiam.train" not in second.stdout  # nothing trained again
+    assert json.loads((tmp_path / "ablations.json").read_text())["rows"][0]["status"] == "done before"

@@ -1,0 +1,183 @@
+"""Reproduce the SimSiam paper's ablations:  python -m tf_simsiam.ablations --suite=stopgrad --budget=2
+
+Each variant is one run of `python -m tf_simsiam.train` on the demo's data and recipe (configs/fashion_mnist.cfg)
+with the same seed and budget, changed only where the ablation says. A suite that was interrupted resumes: finished
+variants (their result.json exists) are not run again, and a variant shared by several suites runs once.
+Writes into --output_dir: ablations.md (a table per suite, with the paper's figures and verdicts), ablations.json
+(the per-epoch figures) and PNG plots of z_std (the paper's Fig. 2, left), loss and kNN accuracy per epoch.
+"""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+# The paper's figures are ImageNet linear top-1 (%, 100 epochs), from its Fig. 2 and Tables 1-5; "collapse" is the
+# outcome the paper reports for the variant.
+BASELINE = ("baseline", {}, 67.7, "works")
+SUITES = {
+    "stopgrad": [BASELINE, ("no stop-gradient", {"stop_gradient": False}, 0.1, "collapse")],
+    "predictor": [BASELINE, ("no predictor", {"predictor": "none"}, 0.1, "collapse"),
+                  ("fixed random predictor", {"predictor": "fixed_random"}, 1.5, "collapse"),
+                  ("predictor lr decayed", {"fix_pred_lr": False}, 67.7, "works")],
+    "batch": [(f"batch {b}", {"batch_size": b, "base_lr": 0.3}, paper, "works")
+              for b, paper in ((64, 66.1), (128, 67.3), (256, 68.1), (512, 68.1))],
+    "bn": [("no BN", {"proj_bn": "none", "pred_bn": "none"}, 34.6, "works"),
+           ("BN on hidden layers", {"proj_bn": "hidden", "pred_bn": "hidden"}, 67.4, "works"),
+           ("BN on hidden + projector output (paper)", {}, 68.1, "works"),
+           ("BN everywhere, incl. predictor output", {"pred_bn": "all"}, None, "unstable")],
+    "similarity": [("cosine", {}, 68.1, "works"), ("cross-entropy", {"similarity": "cross_entropy"}, 63.2, "works")],
+    "symmetry": [("symmetric", {}, 68.1, "works"), ("asymmetric", {"symmetric": False}, 64.8, "works")],
+}
+ORDER = ("stopgrad", "predictor", "batch", "bn", "similarity", "symmetry")
+COLLAPSE_FRACTION = 0.25  # collapsed: final z_std < 0.25 / sqrt(d), or kNN within 10 points of chance
+
+flags.DEFINE_enum("suite", "stopgrad", list(ORDER) + ["all"], "Which ablations to run.")
+flags.DEFINE_integer("budget", 2, "Training epochs of each variant (on the 60,000 Fashion-MNIST images).",
+                     lower_bound=1)
+flags.DEFINE_string("flagfile_base", "configs/fashion_mnist.cfg", "The recipe every variant starts from.")
+flags.DEFINE_list("set", [], "Extra flags for every variant, e.g. width=8,steps_per_epoch=50 (a smaller budget).")
+flags.DEFINE_string("output_dir", "runs/ablations", "Runs, table, plots and JSON go here.")
+FLAGS = flags.FLAGS
+
+
+def variant_key(overrides):
+    """One run per distinct setting: the baseline of several suites runs once."""
+    return "default" if not overrides else "_".join(f"{k}-{v}" for k, v in sorted(overrides.items()))
+
+
+def run_variant(run_dir, overrides, budget, base, extra):
+    if os.path.exists(os.path.join(run_dir, "result.json")):
+        return "done before"
+    cmd = [sys.executable, "-m", "tf_simsiam.train", f"--flagfile={base}", f"--epochs={budget}", "--knn_every=1",
+           f"--model_dir={run_dir}", *[f"--{item}" for item in extra],
+           *[f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in overrides.items()]]
+    print(" ".join(cmd[1:]), flush=True)
+    out = subprocess.run(cmd)
+    if out.returncode:
+        raise SystemExit(f"error: the variant in {run_dir} failed (exit {out.returncode}); run the suite again to "
+                         f"resume it")
+    return "ran"
+
+
+def read_run(run_dir):
+    with open(os.path.join(run_dir, "result.json")) as f:
+        result = json.load(f)
+    epochs = {"loss": [], "z_std": [], "knn_top1": []}
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        for row in csv.DictReader(f):
+            for key in epochs:
+                epochs[key].append(float(row[key]) if row.get(key) else None)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        proj_dim = json.load(f)["proj_dim"]
+    return result, epochs, proj_dim
+
+
+def verdict(z_std, knn, proj_dim, classes=10):
+    collapsed_z = z_std is not None and z_std < COLLAPSE_FRACTION / math.sqrt(proj_dim)
+    collapsed_knn = knn is not None and knn < 1 / classes + 0.1
+    if collapsed_z and collapsed_knn:
+        return "collapse", "z_std and kNN"
+    if collapsed_z or collapsed_knn:
+        return "collapse", "z_std" if collapsed_z else "kNN"
+    return "works", ""
+
+
+def held(suite, rows):
+    """Whether the paper's claim for a suite held at our budget: each variant collapsed or not as in the paper,
+    and, where the paper ranks variants, its best variant is our best."""
+    claims = [r["outcome"] == r["paper_outcome"] for r in rows if r["paper_outcome"] in ("works", "collapse")]
+    if suite in ("bn", "similarity", "symmetry"):
+        ranked = [r for r in rows if r["paper"] is not None and r["knn"] is not None]
+        best = max(ranked, key=lambda r: r["paper"])["variant"]
+        claims.append(best == max(ranked, key=lambda r: r["knn"])["variant"])
+    return "yes" if all(claims) else "no"
+
+
+def plot(rows_by_run, output_dir, proj_dim):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    for key, label, name in (("z_std", "std of l2-normalised z", "zstd.png"), ("loss", "training loss", "loss.png"),
+                             ("knn_top1", "kNN top-1", "knn.png")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for title, epochs in rows_by_run.items():
+            values = epochs[key]
+            ax.plot(range(1, len(values) + 1), values, marker="o", label=title)
+        if key == "z_std":
+            ax.axhline(1 / math.sqrt(proj_dim), color="k", ls="--", lw=1, label="1/sqrt(d)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(os.path.join(output_dir, name), dpi=120)
+        plt.close(fig)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not os.path.exists(FLAGS.flagfile_base):
+        sys.exit(f"error: --flagfile_base={FLAGS.flagfile_base} does not exist")
+    requested = ORDER if FLAGS.suite == "all" else (FLAGS.suite,)
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+
+    def finished(suite):
+        return all(os.path.exists(os.path.join(FLAGS.output_dir, variant_key(o), "result.json"))
+                   for _, o, _, _ in SUITES[suite])
+
+    # the report covers the suites asked for and those finished earlier in the same output folder
+    suites = [suite for suite in ORDER if suite in requested or finished(suite)]
+    table, raw, curves, proj_dim = [], {}, {}, None
+    for suite in suites:
+        rows = []
+        for title, overrides, paper, outcome in SUITES[suite]:
+            run_dir = os.path.join(FLAGS.output_dir, variant_key(overrides))
+            status = run_variant(run_dir, overrides, FLAGS.budget, FLAGS.flagfile_base, FLAGS.set)
+            result, epochs, proj_dim = read_run(run_dir)
+            ours, reason = verdict(result["final_z_std"], result["knn_top1"], proj_dim)
+            rows.append({"suite": suite, "variant": title, "overrides": overrides, "knn": result["knn_top1"],
+                         "z_std": result["final_z_std"], "paper": paper, "paper_outcome": outcome,
+                         "outcome": ours, "why": reason, "status": status,
+                         "train_seconds": result["train_seconds"]})
+            raw[f"{suite}: {title}"] = {"run_dir": run_dir, **epochs}
+            if suite in ("stopgrad", "predictor") or len(suites) == 1:  # the collapse curves (Fig. 2)
+                curves[title] = epochs
+        claim = held(suite, rows)
+        table.append((suite, rows, claim))
+    with open(os.path.join(FLAGS.output_dir, "ablations.json"), "w") as f:
+        json.dump({"budget_epochs": FLAGS.budget, "base": FLAGS.flagfile_base, "set": FLAGS.set,
+                   "collapse_rule": f"z_std < {COLLAPSE_FRACTION}/sqrt(d) or kNN < chance + 10 points",
+                   "rows": [r for _, rows, _ in table for r in rows], "per_epoch": raw}, f, indent=1)
+    lines = [f"Budget: {FLAGS.budget} epochs per variant from `{FLAGS.flagfile_base}`"
+             + (f" with `--{' --'.join(FLAGS.set)}`" if FLAGS.set else "") + f"; collapsed: final z_std < "
+             f"{COLLAPSE_FRACTION}/sqrt(d) = {COLLAPSE_FRACTION / math.sqrt(proj_dim):.4f} or kNN within 10 points "
+             f"of chance. Paper: ImageNet linear top-1 (%).", ""]
+    for suite, rows, claim in table:
+        lines += [f"### {suite} (the paper's claim held: {claim})", "",
+                  "| variant | kNN top-1 | final z_std | ours | paper | paper's outcome |", "| --- | --- | --- | --- | --- | --- |"]
+        for r in rows:
+            knn = f"{100 * r['knn']:.2f}%" if r["knn"] is not None else ""
+            ours = r["outcome"] + (f" ({r['why']})" if r["why"] else "")
+            paper = f"{r['paper']}" if r["paper"] is not None else "n/a"
+            lines.append(f"| {r['variant']} | {knn} | {r['z_std']:.4f} | {ours} | {paper} | {r['paper_outcome']} |")
+        lines.append("")
+    with open(os.path.join(FLAGS.output_dir, "ablations.md"), "w") as f:
+        f.write("\n".join(lines))
+    plot(curves, FLAGS.output_dir, proj_dim)
+    print("\n".join(lines))
+    print(f"table, plots and JSON in {FLAGS.output_dir}/")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
