@@ -62,3 +62,17 @@ def test_export_examples_run(tmp_path):
         capture_output=True, text=True, cwd=ROOT, env=env)
     assert tuned.returncode == 0 and "fine-tuned on 300 labelled images" in tuned.stdout, tuned.stderr[-3000:]
     assert (tmp_path / "probe.keras").exists() and (tmp_path / "tuned.keras").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist")
+                    and not os.environ.get("TF_SIMSIAM_DATA_DIR"), reason="Fashion-MNIST is not installed")
+def test_evaluate_resizes_images_to_the_encoders_size(tmp_path):
+    config = {"name": "resnet18", "input_shape": [16, 16, 1], "width": 4, "mean": [0.29], "std": [0.35]}
+    export.export_encoder(tiny_backbone((16, 16, 1)), str(tmp_path / "export"), config)
+    out = subprocess.run(
+        [sys.executable, "-m", "tf_simsiam.evaluate", f"--export_dir={tmp_path / 'export'}", "--protocol=knn",
+         "--baselines=", "--train_size=200", "--test_size=50", f"--output_dir={tmp_path / 'eval'}"],
+        capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((tmp_path / "eval" / "results.json").read_text())["results"]
+    assert [r["protocol"] for r in rows] == ["knn", "knn_plain"] and all(0 < r["top1"] <= 1 for r in rows)

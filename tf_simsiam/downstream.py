@@ -34,6 +34,7 @@ class EvaluateConfig:
     baselines: tuple = BASELINES
     dataset: str = "fashion_mnist"
     data_dir: str = None
+    image_size: int = 0  # 0: the encoder's input size (or the data set's own for supervised alone)
     label_fractions: tuple = (1.0,)  # for finetune and supervised
     epochs: int = 0  # 0: each protocol's own default (linear 90, finetune/supervised 30)
     batch_size: int = 256
@@ -60,7 +61,7 @@ class EvaluateConfig:
         for f in self.label_fractions:
             if not 0 < f <= 1:
                 raise ValueError(f"--label_fraction values must be in (0, 1], got {f}")
-        for name in ("epochs", "train_size", "test_size", "base_lr"):
+        for name in ("epochs", "train_size", "test_size", "base_lr", "image_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size <= 0 or self.knn_k <= 0 or self.knn_plain_k <= 0:
@@ -88,8 +89,8 @@ class EvaluateConfig:
 
 
 def _splits(config, image_size):
-    train = sources.load(config.dataset, "train", config.data_dir, image_size)
-    test = sources.load(config.dataset, "test", config.data_dir, image_size)
+    train = sources.resized(sources.load(config.dataset, "train", config.data_dir, image_size), image_size)
+    test = sources.resized(sources.load(config.dataset, "test", config.data_dir, image_size), image_size)
     if isinstance(train, sources.Stream):
         train, test = train.subset(config.train_size or 50_000, config.seed), test.subset(config.test_size or 10_000)
     else:
@@ -110,7 +111,7 @@ def evaluate(config):
     if config.export_dir:
         with open(os.path.join(config.export_dir, "encoder.json")) as f:
             encoder_config = json.load(f)
-    image_size = encoder_config["input_shape"][0] if encoder_config else None
+    image_size = encoder_config["input_shape"][0] if encoder_config else (config.image_size or None)
     train, test = _splits(config, image_size)
     if encoder_config is None:  # supervised only: the default architecture at the data's size
         encoder_config = {"name": "resnet18", "input_shape": list(train.image_shape), "width": 16}

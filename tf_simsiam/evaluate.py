@@ -25,6 +25,8 @@ flags.DEFINE_list("baselines", list(D.baselines), f"Baselines for knn and linear
                   "(raw pixels; a randomly initialised encoder of the same architecture); empty for none.")
 flags.DEFINE_string("dataset", D.dataset, "fashion_mnist, tfds:NAME or folder:PATH (labelled; as for training).")
 flags.DEFINE_string("data_dir", D.data_dir, "TFDS data directory.")
+flags.DEFINE_integer("image_size", D.image_size, "Image size for --protocol=supervised without --export_dir "
+                     "(folder: data sets need it); otherwise the encoder's.", lower_bound=0)
 flags.DEFINE_list("label_fraction", [str(f) for f in D.label_fractions], "Fractions of the training labels for "
                   "finetune and supervised (class-balanced, seeded), e.g. 0.01,0.1,1.0.")
 flags.DEFINE_integer("epochs", D.epochs, "Training epochs of linear/finetune/supervised; 0: the protocol's "
@@ -54,7 +56,7 @@ def config_from_flags():
         raise ValueError(f"--label_fraction must be numbers, got {','.join(FLAGS.label_fraction)}") from None
     return EvaluateConfig(
         export_dir=FLAGS.export_dir, protocols=tuple(FLAGS.protocol), baselines=tuple(FLAGS.baselines),
-        dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, label_fractions=fractions, epochs=FLAGS.epochs,
+        dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size, label_fractions=fractions, epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size, base_lr=FLAGS.base_lr, optimizer=FLAGS.optimizer or "", augment=FLAGS.augment,
         knn_k=FLAGS.knn_k, knn_temperature=FLAGS.knn_temperature, knn_plain_k=FLAGS.knn_plain_k,
         train_size=FLAGS.train_size, test_size=FLAGS.test_size, seed=FLAGS.seed, output_dir=FLAGS.output_dir)

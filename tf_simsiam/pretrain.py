@@ -147,22 +147,14 @@ class PretrainConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def _resized(split, image_size):
-    if isinstance(split, sources.Stream) or not image_size or split.image_shape[:2] == (image_size, image_size):
-        return split
-    images = tf.image.resize(split.images, (image_size, image_size), antialias=True)
-    return sources.Split(np.clip(np.round(images.numpy()), 0, 255).astype(np.uint8), split.labels,
-                         split.class_names)
-
-
 def load_splits(config, need_test):
     """(train, test-or-None) Splits (or Streams, for data sets too large for memory) at the training size."""
     size = config.image_size or None
-    train = _resized(sources.load(config.dataset, "train", config.data_dir, size), config.image_size)
+    train = sources.resized(sources.load(config.dataset, "train", config.data_dir, size), config.image_size)
     test = None
     if need_test:
         try:
-            test = _resized(sources.load(config.dataset, "test", config.data_dir, size), config.image_size)
+            test = sources.resized(sources.load(config.dataset, "test", config.data_dir, size), config.image_size)
         except sources.DataError:
             if isinstance(train, sources.Stream) or train.labels is None:
                 raise

@@ -234,6 +234,15 @@ def folder(path, image_size, channels=3):
     return Split(images, labels, classes)
 
 
+def resized(split, image_size):
+    """The split at image_size x image_size (antialiased), as uint8; streams and splits of that size as they are."""
+    if isinstance(split, Stream) or not image_size or split.image_shape[:2] == (image_size, image_size):
+        return split
+    images = tf.image.resize(split.images, (image_size, image_size), antialias=True)
+    return Split(np.clip(np.round(images.numpy()), 0, 255).astype(np.uint8), split.labels,
+                 split.class_names)
+
+
 def load(dataset, split="train", data_dir=None, image_size=None, channels=3):
     """A Split from a dataset name: "fashion_mnist", "tfds:NAME" or "folder:PATH"."""
     if dataset == "fashion_mnist":
