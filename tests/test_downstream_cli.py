@@ -13,11 +13,16 @@ from tf_simsiam import export
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def tiny_export(tmp_path, size=28):
+    """A tiny ResNet-18 exported as python -m tf_simsiam.train would: tmp_path/export."""
+    config = {"name": "resnet18", "input_shape": [size, size, 1], "width": 4, "mean": [0.29], "std": [0.35]}
+    export.export_encoder(tiny_backbone((size, size, 1)), str(tmp_path / "export"), config)
+
+
 @pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist")
                     and not os.environ.get("TF_SIMSIAM_DATA_DIR"), reason="Fashion-MNIST is not installed")
 def test_evaluate_cli_runs_every_protocol_and_baseline(tmp_path):
-    config = {"name": "resnet18", "input_shape": [28, 28, 1], "width": 4, "mean": [0.29], "std": [0.35]}
-    export.export_encoder(tiny_backbone((28, 28, 1)), str(tmp_path / "export"), config)
+    tiny_export(tmp_path)
     out = subprocess.run(
         [sys.executable, "-m", "tf_simsiam.evaluate", f"--export_dir={tmp_path / 'export'}",
          "--protocol=knn,linear,finetune,supervised", "--label_fraction=0.1,1", "--epochs=1", "--batch_size=64",
@@ -48,8 +53,7 @@ def test_evaluate_cli_names_bad_flags(tmp_path):
 
 @pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist"), reason="Fashion-MNIST is not installed")
 def test_export_examples_run(tmp_path):
-    config = {"name": "resnet18", "input_shape": [28, 28, 1], "width": 4, "mean": [0.29], "std": [0.35]}
-    export.export_encoder(tiny_backbone((28, 28, 1)), str(tmp_path / "export"), config)
+    tiny_export(tmp_path)
     env = {**os.environ, "PYTHONPATH": ROOT}
     probe = subprocess.run(
         [sys.executable, "export/examples/linear_probe.py", f"--saved_model={tmp_path / 'export' / 'saved_model'}",
@@ -67,8 +71,7 @@ def test_export_examples_run(tmp_path):
 @pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist")
                     and not os.environ.get("TF_SIMSIAM_DATA_DIR"), reason="Fashion-MNIST is not installed")
 def test_evaluate_resizes_images_to_the_encoders_size(tmp_path):
-    config = {"name": "resnet18", "input_shape": [16, 16, 1], "width": 4, "mean": [0.29], "std": [0.35]}
-    export.export_encoder(tiny_backbone((16, 16, 1)), str(tmp_path / "export"), config)
+    tiny_export(tmp_path, 16)
     out = subprocess.run(
         [sys.executable, "-m", "tf_simsiam.evaluate", f"--export_dir={tmp_path / 'export'}", "--protocol=knn",
          "--baselines=", "--train_size=200", "--test_size=50", f"--output_dir={tmp_path / 'eval'}"],
