@@ -58,17 +58,18 @@ def augmentation(batch_size=256, batches=60):
 def end_to_end(config_path, steps):
     from absl import flags
 
-    from tf_simsiam import pretrain, train
+    from tf_simsiam import distribute, pretrain, train
     flags.FLAGS(["train", f"--flagfile={config_path}"])
     config = train.config_from_flags()
     import keras
-    keras.mixed_precision.set_global_policy(config.precision)
+    precision = distribute.resolve_precision(config.precision)
+    keras.mixed_precision.set_global_policy(precision)
     split = pretrain.load_splits(config, need_test=False)[0]
     enc = pretrain.encoder_config(config, split)
     model = pretrain.build_model(config, enc, steps_per_epoch=len(split.images) // config.batch_size)
     recipe = pretrain.recipe_of(config, enc["input_shape"][0])
     data = pretrain.pipeline.pretrain_dataset(split.images, config.batch_size, recipe, augment_on=config.augment_on)
-    out = {"config": config_path, "batch_size": config.batch_size, "precision": config.precision,
+    out = {"config": config_path, "batch_size": config.batch_size, "precision": precision,
            "augment_on": config.augment_on}
     model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
     start = time.perf_counter()

@@ -25,6 +25,19 @@ def test_verdict_and_claims():
     assert ablations.held("similarity", rows) == "no"
 
 
+def test_batch_variants_keep_the_images_per_epoch_and_the_base_setting_is_the_baseline(tmp_path):
+    cfg = tmp_path / "base.cfg"
+    cfg.write_text("# a recipe\n--batch_size=64\n--steps_per_epoch=100\n--fix_pred_lr\n--nosymmetric\n")
+    base = ablations.read_flagfile(str(cfg), ["width=4"])
+    assert base == {"batch_size": "64", "steps_per_epoch": "100", "fix_pred_lr": "true", "symmetric": "false",
+                    "width": "4"}
+    assert ablations.resolve({"batch_size": 256}, base) == {"batch_size": 256, "steps_per_epoch": 25}
+    assert ablations.resolve({"batch_size": 64}, base) == {}  # the base's own batch: the baseline run
+    assert ablations.variant_key(ablations.resolve({"batch_size": 64}, base)) == "default"
+    assert ablations.resolve({"symmetric": False, "stop_gradient": False}, base) == {"stop_gradient": False}
+    assert ablations.resolve({"batch_size": 128}, {"batch_size": "64"}) == {"batch_size": 128}  # whole epochs
+
+
 @pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist")
                     and not os.environ.get("TF_SIMSIAM_DATA_DIR"), reason="Fashion-MNIST is not installed")
 def test_stopgrad_suite_writes_table_plots_json_and_resumes(tmp_path):

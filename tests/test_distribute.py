@@ -122,6 +122,21 @@ def test_strategy_names_and_errors(monkeypatch):
         distribute.get_strategy("auto")
 
 
+def test_auto_precision_is_bf16_only_where_the_hardware_computes_it(tmp_path):
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    bf16 = tmp_path / "bf16"
+    bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert not distribute.cpu_has_native_bf16(str(avx2)) and distribute.cpu_has_native_bf16(str(bf16))
+    assert not distribute.cpu_has_native_bf16(str(tmp_path / "missing"))
+    if not tf.config.list_physical_devices("GPU"):
+        assert distribute.resolve_precision("auto", cpuinfo=str(avx2)) == "float32"
+        assert distribute.resolve_precision("auto", cpuinfo=str(bf16)) == "mixed_bfloat16"
+    assert distribute.resolve_precision("mixed_bfloat16", cpuinfo=str(avx2)) == "mixed_bfloat16"  # asked for
+    with pytest.raises(ValueError, match="--precision must be one of"):
+        distribute.resolve_precision("float16")
+
+
 def free_ports(n):
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:

@@ -76,3 +76,17 @@ def test_cross_entropy_similarity_matches_numpy(pz):
     np.testing.assert_allclose(float(got), 0.5 * numpy_ce(p1, z2) + 0.5 * numpy_ce(p2, z1), rtol=1e-5)
     with pytest.raises(ValueError, match="--similarity"):
         losses.simsiam_loss(p1, p2, z1, z2, similarity="dot")
+
+
+def test_z_std_floor_under_batch_norm_without_affine():
+    """With BN (no affine) on z, each channel has zero mean and unit variance over the batch, so z cannot be one
+    constant vector: the most collapsed batch it allows (all samples but one at one point, one opposite) has
+    z_std = 2 sqrt(B - 1) / B of 1/sqrt(d). Lower needs the pre-BN variance below BN's eps."""
+    rng = np.random.default_rng(0)
+    for batch, dim in ((64, 512), (512, 2048)):
+        a = np.ones(batch)
+        a[0] = -(batch - 1)
+        h = a[:, None] * rng.uniform(0.5, 2, dim) * rng.choice([-1, 1], dim) + rng.normal(size=dim)
+        z = ((h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5)).astype("float32")
+        got = float(losses.std_of_l2_normalized(z)) * np.sqrt(dim)
+        np.testing.assert_allclose(got, 2 * np.sqrt(batch - 1) / batch, rtol=1e-3)

@@ -35,7 +35,7 @@ def test_cli_trains_monitors_and_exports(tmp_path):
     assert "kNN top-1 (k=200, t=0.1) on fashion_mnist" in out.stdout and "raw pixels" in out.stdout
     result = json.loads((run / "result.json").read_text())
     assert 0.1 < result["knn_top1"] <= 1 and 0.1 < result["pixels_knn_top1"] <= 1
-    assert len(result["knn_top1_per_epoch"]) == 2
+    assert len(result["knn_top1_per_epoch"]) == 2 and result["precision"] == "mixed_bfloat16"
     assert (run / "flags.cfg").read_text().count("--batch_size=64") == 1
     assert os.listdir(run / "logs" / "train")  # TensorBoard events
     assert "z_std" in (run / "history.csv").read_text()

@@ -1,7 +1,9 @@
 """Reproduce the SimSiam paper's ablations:  python -m tf_simsiam.ablations --suite=stopgrad --budget=2
 
-Each variant is one run of `python -m tf_simsiam.train` on the demo's data and recipe (configs/fashion_mnist.cfg)
-with the same seed and budget, changed only where the ablation says. A suite that was interrupted resumes: finished
+Each variant is one run of `python -m tf_simsiam.train` from one recipe (configs/ablations.cfg: the paper's
+augmentations, a model small enough for thousands of steps on a CPU) with the same seed and budget, changed only
+where the ablation says; the batch-size variants see as many images per epoch as the base recipe (the paper's
+Table 2 compares equal epochs). A suite that was interrupted resumes: finished
 variants (their result.json exists) are not run again, and a variant shared by several suites runs once.
 Writes into --output_dir: ablations.md (a table per suite, with the paper's figures and verdicts), ablations.json
 (the per-epoch figures) and PNG plots of z_std (the paper's Fig. 2, left), loss and kNN accuracy per epoch.
@@ -26,7 +28,7 @@ SUITES = {
     "predictor": [BASELINE, ("no predictor", {"predictor": "none"}, 0.1, "collapse"),
                   ("fixed random predictor", {"predictor": "fixed_random"}, 1.5, "collapse"),
                   ("predictor lr decayed", {"fix_pred_lr": False}, 67.7, "works")],
-    "batch": [(f"batch {b}", {"batch_size": b, "base_lr": 0.3}, paper, "works")
+    "batch": [(f"batch {b}", {"batch_size": b}, paper, "works")
               for b, paper in ((64, 66.1), (128, 67.3), (256, 68.1), (512, 68.1))],
     "bn": [("no BN", {"proj_bn": "none", "pred_bn": "none"}, 34.6, "works"),
            ("BN on hidden layers", {"proj_bn": "hidden", "pred_bn": "hidden"}, 67.4, "works"),
@@ -39,12 +41,40 @@ ORDER = ("stopgrad", "predictor", "batch", "bn", "similarity", "symmetry")
 COLLAPSE_FRACTION = 0.25  # collapsed: final z_std < 0.25 / sqrt(d), or kNN within 10 points of chance
 
 flags.DEFINE_enum("suite", "stopgrad", list(ORDER) + ["all"], "Which ablations to run.")
-flags.DEFINE_integer("budget", 2, "Training epochs of each variant (on the 60,000 Fashion-MNIST images).",
-                     lower_bound=1)
-flags.DEFINE_string("flagfile_base", "configs/fashion_mnist.cfg", "The recipe every variant starts from.")
+flags.DEFINE_integer("budget", 20, "Training epochs of each variant, in epochs of the base recipe "
+                     "(configs/ablations.cfg: 100 steps of 64 images).", lower_bound=1)
+flags.DEFINE_string("flagfile_base", "configs/ablations.cfg", "The recipe every variant starts from.")
 flags.DEFINE_list("set", [], "Extra flags for every variant, e.g. width=8,steps_per_epoch=50 (a smaller budget).")
 flags.DEFINE_string("output_dir", "runs/ablations", "Runs, table, plots and JSON go here.")
 FLAGS = flags.FLAGS
+
+
+def read_flagfile(path, extra=()):
+    """The settings of a flagfile and of `--set` items, as {name: value string}; later ones win."""
+    settings = {}
+    with open(path) as f:
+        items = [line.strip()[2:] for line in f if line.strip().startswith("--")]
+    for item in [*items, *extra]:
+        name, _, value = item.partition("=")
+        if not value and name.startswith("no"):
+            name, value = name[2:], "false"
+        settings[name] = value or "true"
+    return settings
+
+
+def _text(value):
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def resolve(overrides, base):
+    """The flags a variant changes against the base settings: a batch size other than the base's keeps the
+    images per epoch (steps_per_epoch scaled), and a flag equal to the base's is no change (so that, e.g., the
+    base's own batch size is the baseline run)."""
+    overrides = dict(overrides)
+    batch, steps = int(base.get("batch_size", 512)), int(base.get("steps_per_epoch", 0))
+    if "batch_size" in overrides and steps:
+        overrides["steps_per_epoch"] = max(1, steps * batch // overrides["batch_size"])
+    return {k: v for k, v in overrides.items() if _text(v) != base.get(k)}
 
 
 def variant_key(overrides):
@@ -57,7 +87,7 @@ def run_variant(run_dir, overrides, budget, base, extra):
         return "done before"
     cmd = [sys.executable, "-m", "tf_simsiam.train", f"--flagfile={base}", f"--epochs={budget}", "--knn_every=1",
            f"--model_dir={run_dir}", *[f"--{item}" for item in extra],
-           *[f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in overrides.items()]]
+           *[f"--{k}={_text(v)}" for k, v in overrides.items()]]
     print(" ".join(cmd[1:]), flush=True)
     out = subprocess.run(cmd)
     if out.returncode:
@@ -128,8 +158,10 @@ def main(argv):
     requested = ORDER if FLAGS.suite == "all" else (FLAGS.suite,)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
 
+    base = read_flagfile(FLAGS.flagfile_base, FLAGS.set)
+
     def finished(suite):
-        return all(os.path.exists(os.path.join(FLAGS.output_dir, variant_key(o), "result.json"))
+        return all(os.path.exists(os.path.join(FLAGS.output_dir, variant_key(resolve(o, base)), "result.json"))
                    for _, o, _, _ in SUITES[suite])
 
     # the report covers the suites asked for and those finished earlier in the same output folder
@@ -138,6 +170,7 @@ def main(argv):
     for suite in suites:
         rows = []
         for title, overrides, paper, outcome in SUITES[suite]:
+            overrides = resolve(overrides, base)
             run_dir = os.path.join(FLAGS.output_dir, variant_key(overrides))
             status = run_variant(run_dir, overrides, FLAGS.budget, FLAGS.flagfile_base, FLAGS.set)
             result, epochs, proj_dim = read_run(run_dir)
@@ -145,6 +178,7 @@ def main(argv):
             rows.append({"suite": suite, "variant": title, "overrides": overrides, "knn": result["knn_top1"],
                          "z_std": result["final_z_std"], "paper": paper, "paper_outcome": outcome,
                          "outcome": ours, "why": reason, "status": status,
+                         "steps": result["epochs"] * result["steps_per_epoch"], "final_loss": result["final_loss"],
                          "train_seconds": result["train_seconds"]})
             raw[f"{suite}: {title}"] = {"run_dir": run_dir, **epochs}
             if suite in ("stopgrad", "predictor") or len(suites) == 1:  # the collapse curves (Fig. 2)
@@ -161,12 +195,14 @@ def main(argv):
              f"of chance. Paper: ImageNet linear top-1 (%).", ""]
     for suite, rows, claim in table:
         lines += [f"### {suite} (the paper's claim held: {claim})", "",
-                  "| variant | kNN top-1 | final z_std | ours | paper | paper's outcome |", "| --- | --- | --- | --- | --- | --- |"]
+                  "| variant | steps | final loss | kNN top-1 | final z_std | ours | paper | paper's outcome |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
             knn = f"{100 * r['knn']:.2f}%" if r["knn"] is not None else ""
             ours = r["outcome"] + (f" ({r['why']})" if r["why"] else "")
             paper = f"{r['paper']}" if r["paper"] is not None else "n/a"
-            lines.append(f"| {r['variant']} | {knn} | {r['z_std']:.4f} | {ours} | {paper} | {r['paper_outcome']} |")
+            lines.append(f"| {r['variant']} | {r['steps']} | {r['final_loss']:.3f} | {knn} | {r['z_std']:.4f} | {ours} "
+                         f"| {paper} | {r['paper_outcome']} |")
         lines.append("")
     with open(os.path.join(FLAGS.output_dir, "ablations.md"), "w") as f:
         f.write("\n".join(lines))

@@ -24,7 +24,6 @@ from tf_simsiam.models import SimCLR, SimSiam, backbones
 
 log = logging.getLogger("tf_simsiam")
 
-PRECISIONS = ("float32", "mixed_bfloat16")
 METHODS = ("simsiam", "simclr")
 OPTIMIZERS = ("sgd", "lars")
 
@@ -65,7 +64,7 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     warmup_epochs: int = 0
-    precision: str = "float32"
+    precision: str = "auto"  # mixed_bfloat16 where the hardware has native bf16, else float32
     jit_compile: bool = False
     steps_per_execution: int = 1
     seed: int = 0
@@ -124,8 +123,8 @@ class PretrainConfig:
             raise ValueError(f"--temperature must be > 0, got {self.temperature}")
         if self.color_strength < 0:
             raise ValueError(f"--color_strength must be >= 0, got {self.color_strength}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision not in distribute.PRECISIONS:
+            raise ValueError(f"--precision must be one of {distribute.PRECISIONS}, got {self.precision!r}")
         if self.augment not in augment_lib.RECIPES:
             raise ValueError(f"--augment must be one of {sorted(augment_lib.RECIPES)}, got {self.augment!r}")
         if self.augment_on not in pipeline.AUGMENT_PLACEMENTS:
@@ -246,7 +245,13 @@ def pretrain(config):
     log.info("strategy %s: %d replica(s), global batch %d (%d per replica), %s BN", type(strategy).__name__.lstrip("_"),
              replicas, config.batch_size, config.batch_size // replicas, "synchronized" if sync_bn else "per-replica")
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(config.precision)
+    precision = distribute.resolve_precision(config.precision, strategy)
+    if precision == "mixed_bfloat16" and not distribute.is_tpu(strategy) \
+            and not tf.config.list_physical_devices("GPU") and not distribute.cpu_has_native_bf16():
+        log.warning("--precision=mixed_bfloat16 on a CPU without native bfloat16 (no AVX512-BF16 or AMX): "
+                    "TensorFlow emulates it, several times slower than float32; --precision=auto picks float32")
+    log.info("precision: %s%s", precision, " (--precision=auto)" if config.precision == "auto" else "")
+    keras.mixed_precision.set_global_policy(precision)
     model_dir = config.model_dir
     _check_same_run(config, model_dir)
 
@@ -315,7 +320,7 @@ def pretrain(config):
     result = {
         "method": config.method, "dataset": config.dataset, "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
         "strategy": type(strategy).__name__, "replicas": replicas, "sync_bn": sync_bn,
-        "batch_size": config.batch_size, "resumed_from_epoch": initial_epoch,
+        "batch_size": config.batch_size, "precision": precision, "resumed_from_epoch": initial_epoch,
         "final_loss": _last(history.get("loss")), "final_z_std": _last(history.get("z_std")),
         "final_contrastive_accuracy": _last(history.get("contrastive_accuracy")),
         "z_std_healthy": 1 / math.sqrt(config.proj_dim), "collapsed_epochs": collapse.collapsed_epochs,
@@ -350,7 +355,7 @@ def export_run(model_dir, export_dir=None):
     enc_config = saved.pop("encoder")
     steps = saved.pop("steps_per_epoch_used")
     config = PretrainConfig(**{k: v for k, v in saved.items() if k in PretrainConfig.__dataclass_fields__})
-    keras.mixed_precision.set_global_policy(config.precision)
+    keras.mixed_precision.set_global_policy(distribute.resolve_precision(config.precision))
     epoch, weights = callbacks.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     if not weights:
         raise FileNotFoundError(f"--model_dir={model_dir} has no checkpoint yet")

@@ -71,7 +71,9 @@ flags.DEFINE_float("weight_decay", D.weight_decay, "Coupled L2 weight decay (the
 flags.DEFINE_float("momentum", D.momentum, "SGD momentum.", lower_bound=0, upper_bound=0.999999)
 flags.DEFINE_integer("warmup_epochs", D.warmup_epochs, "Linear warmup epochs before the cosine decay.",
                      lower_bound=0)
-flags.DEFINE_enum("precision", D.precision, ["float32", "mixed_bfloat16"], "Keras dtype policy.")
+flags.DEFINE_enum("precision", D.precision, ["auto", "float32", "mixed_bfloat16"], "Keras dtype policy; auto: "
+                  "mixed_bfloat16 on a TPU, a GPU of compute capability >= 8.0 or a CPU with AVX512-BF16/AMX, "
+                  "else float32 (emulated bfloat16 is several times slower).")
 flags.DEFINE_bool("jit_compile", D.jit_compile, "Compile the train step with XLA (helps on GPU/TPU; on this "
                   "kind of CPU it was slower).")
 flags.DEFINE_integer("steps_per_execution", D.steps_per_execution, "Train steps per compiled call (TPU: "
