@@ -142,6 +142,7 @@ def plot(rows_by_run, output_dir, proj_dim):
             ax.plot(range(1, len(values) + 1), values, marker="o", label=title)
         if key == "z_std":
             ax.axhline(1 / math.sqrt(proj_dim), color="k", ls="--", lw=1, label="1/sqrt(d)")
+            ax.set_ylim(bottom=0)  # collapse is a fall towards 0, as on the paper's axis
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.legend(fontsize=6)
