@@ -1,4 +1,4 @@
-"""Reproduce the SimSiam paper's ablations:  python -m tf_simsiam.ablations --suite=stopgrad --budget=2
+"""Reproduce the SimSiam paper's ablations:  python -m tf_simsiam.ablations --suite=all --budget=10
 
 Each variant is one run of `python -m tf_simsiam.train` from one recipe (configs/ablations.cfg: the paper's
 augmentations, a model small enough for thousands of steps on a CPU) with the same seed and budget, changed only

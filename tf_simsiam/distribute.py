@@ -147,7 +147,8 @@ def distribute_dataset(strategy, dataset_fn):
 
 def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo"):
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX). Without them TensorFlow emulates
-    bfloat16 and `mixed_bfloat16` is several times slower than float32 (6x on a 2-core AVX2 machine)."""
+    bfloat16 and `mixed_bfloat16` is several times slower than float32 (5.7x
+    in the train step on a 2-core AVX2 machine)."""
     try:
         with open(cpuinfo) as f:
             flags = {word for line in f if line.startswith("flags") for word in line.split()}

@@ -246,10 +246,10 @@ def pretrain(config):
              replicas, config.batch_size, config.batch_size // replicas, "synchronized" if sync_bn else "per-replica")
     keras.utils.set_random_seed(config.seed)
     precision = distribute.resolve_precision(config.precision, strategy)
-    if precision == "mixed_bfloat16" and not distribute.is_tpu(strategy) \
-            and not tf.config.list_physical_devices("GPU") and not distribute.cpu_has_native_bf16():
-        log.warning("--precision=mixed_bfloat16 on a CPU without native bfloat16 (no AVX512-BF16 or AMX): "
-                    "TensorFlow emulates it, several times slower than float32; --precision=auto picks float32")
+    if precision == "mixed_bfloat16" and distribute.resolve_precision("auto", strategy) == "float32":
+        log.warning("--precision=mixed_bfloat16 on hardware without native bfloat16 (a CPU without AVX512-BF16 "
+                    "or AMX, or an older GPU): it is emulated, several times slower than float32; "
+                    "--precision=auto picks float32")
     log.info("precision: %s%s", precision, " (--precision=auto)" if config.precision == "auto" else "")
     keras.mixed_precision.set_global_policy(precision)
     model_dir = config.model_dir
