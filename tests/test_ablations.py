@@ -38,6 +38,23 @@ def test_batch_variants_keep_the_images_per_epoch_and_the_base_setting_is_the_ba
     assert ablations.resolve({"batch_size": 128}, {"batch_size": "64"}) == {"batch_size": 128}  # whole epochs
 
 
+def test_a_finished_run_of_other_settings_is_refused_not_reused(tmp_path, monkeypatch):
+    cfg = tmp_path / "base.cfg"
+    cfg.write_text("--batch_size=64\n--width=8\n")
+    run_dir = tmp_path / "default"
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    assert ablations.run_variant(str(run_dir), {}, 3, str(cfg), []) == "ran"
+    (run_dir / "result.json").write_text("{}")
+    assert ablations.run_variant(str(run_dir), {}, 3, str(cfg), []) == "done before"
+    assert len(calls) == 1
+    for budget, extra, recipe in ((4, [], "--width=8"), (3, ["width=16"], "--width=8"), (3, [], "--width=16")):
+        cfg.write_text(f"--batch_size=64\n{recipe}\n")
+        with pytest.raises(SystemExit, match=f"{run_dir} holds a finished run of other settings"):
+            ablations.run_variant(str(run_dir), {}, budget, str(cfg), extra)
+    assert len(calls) == 1
+
+
 @pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist")
                     and not os.environ.get("TF_SIMSIAM_DATA_DIR"), reason="Fashion-MNIST is not installed")
 def test_stopgrad_suite_writes_table_plots_json_and_resumes(tmp_path):

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tf_simsiam import ablations
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_FASHION_MNIST = os.path.exists("/usr/share/datasets/fashion-mnist") or os.environ.get("TF_SIMSIAM_DATA_DIR")
 
@@ -44,3 +46,23 @@ print(config.dataset, config.epochs)
 def test_config_parses_and_validates(path):
     out = subprocess.run([sys.executable, "-c", PARSE_CONFIG, path], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+PARSE_VARIANTS = """
+from absl import flags
+from tf_simsiam import ablations, train
+base = ablations.read_flagfile("configs/ablations.cfg")
+for suite, variants in ablations.SUITES.items():
+    for title, overrides, _, _ in variants:
+        flags.FLAGS.unparse_flags()
+        extra = [f"--{k}={ablations._text(v)}" for k, v in ablations.resolve(overrides, base).items()]
+        flags.FLAGS(["train", "--flagfile=configs/ablations.cfg", *extra])
+        train.config_from_flags().validate()
+        print(suite, title, extra)
+"""
+
+
+def test_every_ablation_variant_of_the_recipe_validates():
+    out = subprocess.run([sys.executable, "-c", PARSE_VARIANTS], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("\n") == sum(len(variants) for variants in ablations.SUITES.values())

@@ -40,6 +40,28 @@ def test_bn_placements_of_table_3():
     assert layer_kinds(pred_all)[-1] == "BatchNormalization"
 
 
+def test_affine_output_bn_lets_z_leave_zero_mean():
+    """Without affine parameters (the official code) every channel of z has zero mean over the batch, so z cannot
+    be one constant vector; with them (--proj_bn_affine) gamma -> 0 and beta give exactly that collapse."""
+    x = np.random.default_rng(0).normal(size=(32, 10)).astype("float32")
+    plain = heads.projector(8, 2)
+    np.testing.assert_allclose(plain(x, training=True).numpy().mean(0), 0, atol=1e-5)
+    affine = heads.projector(8, 2, affine_output=True)
+    affine(x, training=True)
+    out_bn = affine.layers[-1]
+    assert out_bn.center and out_bn.scale and len(out_bn.trainable_weights) == 2
+    beta = np.linspace(-1, 1, 8).astype("float32")
+    out_bn.gamma.assign(np.zeros(8, "float32"))
+    out_bn.beta.assign(beta)
+    z = affine(x, training=True).numpy()
+    np.testing.assert_allclose(z, np.tile(beta, (32, 1)), atol=1e-6)  # every sample at one point
+
+
+def test_affine_output_needs_an_output_bn():
+    with pytest.raises(ValueError, match="proj_bn_affine needs proj_bn='all'"):
+        heads.projector(8, 2, bn="hidden", affine_output=True)
+
+
 def test_bn_uses_pytorch_defaults_and_sync_option():
     g = heads.projector(8, 2, sync_bn=True)
     bns = [layer for layer in g.layers if isinstance(layer, keras.layers.BatchNormalization)]

@@ -153,3 +153,12 @@ def test_mixed_bfloat16_path_runs_and_learns():
     assert model.backbone.get_layer("stem_conv").kernel.dtype == "float32"
     history = model.fit(tf.data.Dataset.from_tensors(views()).repeat(30), epochs=2, verbose=0).history
     assert history["loss"][-1] < history["loss"][0]
+
+
+def test_proj_bn_affine_reaches_the_projector_and_is_validated():
+    from tf_simsiam.pretrain import PretrainConfig
+    model = tiny_simsiam(proj_bn_affine=True)
+    assert model.projector.layers[-1].scale and model.get_config()["proj_bn_affine"] is True
+    assert not tiny_simsiam().projector.layers[-1].scale
+    with pytest.raises(ValueError, match="--proj_bn_affine needs --proj_bn=all"):
+        PretrainConfig(proj_bn="hidden", proj_bn_affine=True).validate()

@@ -30,8 +30,9 @@ SUITES = {
                   ("predictor lr decayed", {"fix_pred_lr": False}, 67.7, "works")],
     "batch": [(f"batch {b}", {"batch_size": b}, paper, "works")
               for b, paper in ((64, 66.1), (128, 67.3), (256, 68.1), (512, 68.1))],
-    "bn": [("no BN", {"proj_bn": "none", "pred_bn": "none"}, 34.6, "works"),
-           ("BN on hidden layers", {"proj_bn": "hidden", "pred_bn": "hidden"}, 67.4, "works"),
+    "bn": [("no BN", {"proj_bn": "none", "pred_bn": "none", "proj_bn_affine": False}, 34.6, "works"),
+           ("BN on hidden layers", {"proj_bn": "hidden", "pred_bn": "hidden", "proj_bn_affine": False}, 67.4,
+            "works"),
            ("BN on hidden + projector output (paper)", {}, 68.1, "works"),
            ("BN everywhere, incl. predictor output", {"pred_bn": "all"}, None, "unstable")],
     "similarity": [("cosine", {}, 68.1, "works"), ("cross-entropy", {"similarity": "cross_entropy"}, 63.2, "works")],
@@ -83,8 +84,20 @@ def variant_key(overrides):
 
 
 def run_variant(run_dir, overrides, budget, base, extra):
+    """Trains a variant into run_dir, unless it finished there before with the same settings (the base recipe's
+    own settings included: a finished run of another recipe or budget is an error, not a result)."""
+    settings = [f"--{k}={v}" for k, v in read_flagfile(base, extra).items()]
+    settings += [f"--epochs={budget}", *[f"--{k}={_text(v)}" for k, v in overrides.items()]]
+    record = os.path.join(run_dir, "variant.txt")
     if os.path.exists(os.path.join(run_dir, "result.json")):
+        before = open(record).read().split("\n") if os.path.exists(record) else None
+        if before != settings:
+            raise SystemExit(f"error: {run_dir} holds a finished run of other settings (another recipe, --set or "
+                             f"--budget); choose another --output_dir or remove that folder")
         return "done before"
+    os.makedirs(run_dir, exist_ok=True)
+    with open(record, "w") as f:
+        f.write("\n".join(settings))
     cmd = [sys.executable, "-m", "tf_simsiam.train", f"--flagfile={base}", f"--epochs={budget}", "--knn_every=1",
            f"--model_dir={run_dir}", *[f"--{item}" for item in extra],
            *[f"--{k}={_text(v)}" for k, v in overrides.items()]]
@@ -128,6 +141,19 @@ def held(suite, rows):
         best = max(ranked, key=lambda r: r["paper"])["variant"]
         claims.append(best == max(ranked, key=lambda r: r["knn"])["variant"])
     return "yes" if all(claims) else "no"
+
+
+def _references(table):
+    """The kNN of raw pixels and of the untrained network (the same for every variant of one seed and data)."""
+    rows = [r for _, suite_rows, _ in table for r in suite_rows]
+    pixels = {r["pixels_knn"] for r in rows} - {None}
+    untrained = {r["untrained_knn"] for r in rows} - {None}
+    text = ""
+    if len(pixels) == 1:
+        text += f" Same kNN on raw pixels: {100 * pixels.pop():.2f}%"
+    if len(untrained) == 1:
+        text += f"{';' if text else ' Same kNN'} on the untrained network: {100 * untrained.pop():.2f}%"
+    return text + "." if text else ""
 
 
 def plot(rows_by_run, output_dir, proj_dim):
@@ -180,7 +206,8 @@ def main(argv):
                          "z_std": result["final_z_std"], "paper": paper, "paper_outcome": outcome,
                          "outcome": ours, "why": reason, "status": status,
                          "steps": result["epochs"] * result["steps_per_epoch"], "final_loss": result["final_loss"],
-                         "train_seconds": result["train_seconds"]})
+                         "train_seconds": result["train_seconds"], "pixels_knn": result.get("pixels_knn_top1"),
+                         "untrained_knn": result.get("untrained_knn_top1")})
             raw[f"{suite}: {title}"] = {"run_dir": run_dir, **epochs}
             if suite in ("stopgrad", "predictor") or len(suites) == 1:  # the collapse curves (Fig. 2)
                 curves[title] = epochs
@@ -193,7 +220,7 @@ def main(argv):
     lines = [f"Budget: {FLAGS.budget} epochs per variant from `{FLAGS.flagfile_base}`"
              + (f" with `--{' --'.join(FLAGS.set)}`" if FLAGS.set else "") + f"; collapsed: final z_std < "
              f"{COLLAPSE_FRACTION}/sqrt(d) = {COLLAPSE_FRACTION / math.sqrt(proj_dim):.4f} or kNN within 10 points "
-             f"of chance. Paper: ImageNet linear top-1 (%).", ""]
+             f"of chance. Paper: ImageNet linear top-1 (%)." + _references(table), ""]
     for suite, rows, claim in table:
         lines += [f"### {suite} (the paper's claim held: {claim})", "",
                   "| variant | steps | final loss | kNN top-1 | final z_std | ours | paper | paper's outcome |",

@@ -45,8 +45,8 @@ class KNNMonitor(keras.callbacks.Callback):
             log.info("kNN top-1 of raw pixels (baseline, k=%d, t=%s, %d train / %d test): %.2f%%", self.k,
                      self.temperature, len(self.train.images), len(self.test.images), 100 * self.pixel_top1)
 
-    def evaluate(self):
-        encoder = self.model.backbone
+    def evaluate(self, encoder=None):
+        encoder = encoder or self.model.backbone
         return self.accuracy(evaluation.extract_features(encoder, self.train.images, self.batch_size),
                              evaluation.extract_features(encoder, self.test.images, self.batch_size))
 

@@ -51,6 +51,7 @@ class PretrainConfig:
     predictor: str = "mlp"  # mlp | none | fixed_random
     proj_bn: str = "all"  # none | hidden | all
     pred_bn: str = "hidden"
+    proj_bn_affine: bool = False  # the official code: no scale/shift in the projector's output BN
     similarity: str = "cosine"  # cosine | cross_entropy
     symmetric: bool = True
     temperature: float = 0.5  # SimCLR's NT-Xent
@@ -83,7 +84,7 @@ class PretrainConfig:
     export_dir: str = ""  # "": MODEL_DIR/export
 
     # settings that must match for a model_dir to be resumed
-    MODEL_KEYS = ("stop_gradient", "predictor", "proj_bn", "pred_bn", "similarity", "symmetric", "method", "temperature", "optimizer", "lr_scaling", "color_strength", "dataset", "image_size", "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
+    MODEL_KEYS = ("stop_gradient", "predictor", "proj_bn", "pred_bn", "proj_bn_affine", "similarity", "symmetric", "method", "temperature", "optimizer", "lr_scaling", "color_strength", "dataset", "image_size", "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
                   "batch_size", "epochs", "steps_per_epoch", "base_lr", "weight_decay", "momentum",
                   "warmup_epochs", "seed", "augment", "crop_min_scale")
 
@@ -117,6 +118,9 @@ class PretrainConfig:
         for name in ("proj_bn", "pred_bn"):
             if getattr(self, name) not in ("none", "hidden", "all"):
                 raise ValueError(f"--{name} must be none, hidden or all, got {getattr(self, name)!r}")
+        if self.proj_bn_affine and self.proj_bn != "all":
+            raise ValueError(f"--proj_bn_affine needs --proj_bn=all (a BN at the projector output), "
+                             f"got --proj_bn={self.proj_bn}")
         if self.similarity not in ("cosine", "cross_entropy"):
             raise ValueError(f"--similarity must be cosine or cross_entropy, got {self.similarity!r}")
         if self.temperature <= 0:
@@ -198,7 +202,7 @@ def build_model(config, enc_config, steps_per_epoch, sync_bn=False):
                         proj_layers=config.proj_layers, fix_predictor_lr=config.fix_pred_lr, sync_bn=sync_bn,
                         augment=augment, stop_gradient=config.stop_gradient, predictor=config.predictor,
                         proj_bn=config.proj_bn, pred_bn=config.pred_bn, similarity=config.similarity,
-                        symmetric=config.symmetric)
+                        symmetric=config.symmetric, proj_bn_affine=config.proj_bn_affine)
     optimizer = optim.pretrain_optimizer(
         config.optimizer_name(), config.batch_size, config.epochs * steps_per_epoch, base_lr=config.base_lr,
         momentum=config.momentum, weight_decay=config.weight_decay,
@@ -304,6 +308,18 @@ def pretrain(config):
                      keras.callbacks.TensorBoard(log_dir, write_graph=False),
                      callbacks.ViewPairs(log_dir, first_views)]
 
+    untrained_top1 = None
+    if knn:  # the same kNN on the untrained network: what a collapsed run falls back to, or below
+        untrained_path = os.path.join(model_dir, "knn_untrained.json")
+        if initial_epoch == 0:
+            untrained_top1 = knn.evaluate(model.backbone)
+            log.info("kNN top-1 of the untrained backbone: %.2f%%", 100 * untrained_top1)
+            if chief:
+                callbacks.write_json(untrained_path, {"knn_top1": untrained_top1})
+        elif os.path.exists(untrained_path):
+            with open(untrained_path) as f:
+                untrained_top1 = json.load(f)["knn_top1"]
+
     train_start = time.time()
     history = {}
     if initial_epoch < config.epochs:
@@ -326,7 +342,7 @@ def pretrain(config):
         "z_std_healthy": 1 / math.sqrt(config.proj_dim), "collapsed_epochs": collapse.collapsed_epochs,
         "knn_top1": knn.history[-1][1] if knn and knn.history else None,
         "knn_top1_per_epoch": knn.history if knn else [],
-        "pixels_knn_top1": knn.pixel_top1 if knn else None,
+        "pixels_knn_top1": knn.pixel_top1 if knn else None, "untrained_knn_top1": untrained_top1,
         "train_seconds": round(train_seconds, 1),
         "pairs_per_sec": round(trained_steps * config.batch_size / train_seconds, 1) if trained_steps else None,
         "export_dir": export_dir,

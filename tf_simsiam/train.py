@@ -49,6 +49,9 @@ flags.DEFINE_enum("predictor", D.predictor, ["mlp", "none", "fixed_random"], "Si
                   "MLP, none (p = z) or a fixed random MLP (the paper's Table 1).")
 flags.DEFINE_enum("proj_bn", D.proj_bn, ["none", "hidden", "all"], "BN in the projector: none, hidden layers "
                   "only, or hidden and output (the paper's Table 3).")
+flags.DEFINE_bool("proj_bn_affine", D.proj_bn_affine, "A learned scale and shift (gamma, beta) in the projector's "
+                  "output BN, PyTorch's default BatchNorm1d as the paper's text reads; the official code has none, "
+                  "which keeps z at zero mean per channel (no constant collapse possible).")
 flags.DEFINE_enum("pred_bn", D.pred_bn, ["none", "hidden", "all"], "BN in the predictor (the paper: hidden).")
 flags.DEFINE_enum("similarity", D.similarity, ["cosine", "cross_entropy"], "SimSiam's D: negative cosine or the "
                   "softmax cross-entropy variant (the paper's Table 4).")

@@ -7,6 +7,9 @@ predictor (a bottleneck):
 
 `bn` selects where BatchNormalization stands (the paper's Table 3): "all" (hidden layers and the output),
 "hidden" (hidden layers only) or "none". A Linear keeps its bias only where no BN follows it.
+`affine_output=True` gives the projector's output BN a learned scale and shift (gamma, beta), PyTorch's default
+BatchNorm1d, as the paper's text reads ("BN applied to each fc layer, including its output fc"); the official code
+has none (affine=False), which keeps every channel of z at zero mean over the batch.
 """
 
 import keras
@@ -38,10 +41,12 @@ def _linear(units, use_bias, name):
         bias_initializer=torch_linear_initializer() if use_bias else "zeros", name=name)
 
 
-def projector(proj_dim=2048, proj_layers=3, bn="all", sync_bn=False, name="projector"):
+def projector(proj_dim=2048, proj_layers=3, bn="all", sync_bn=False, affine_output=False, name="projector"):
     """The projection MLP g: backbone features -> z."""
     _check_positive(proj_dim=proj_dim, proj_layers=proj_layers)
     _check_bn("proj_bn", bn)
+    if affine_output and bn != "all":
+        raise ValueError(f"proj_bn_affine needs proj_bn='all' (a BN at the projector output), got {bn!r}")
     layers = []
     for i in range(proj_layers - 1):
         layers.append(_linear(proj_dim, use_bias=bn == "none", name=f"linear{i + 1}"))
@@ -50,7 +55,7 @@ def projector(proj_dim=2048, proj_layers=3, bn="all", sync_bn=False, name="proje
         layers.append(keras.layers.ReLU(name=f"relu{i + 1}"))
     layers.append(_linear(proj_dim, use_bias=bn != "all", name=f"linear{proj_layers}"))
     if bn == "all":
-        layers.append(batch_norm(sync_bn, affine=False, name=f"bn{proj_layers}"))
+        layers.append(batch_norm(sync_bn, affine=bool(affine_output), name=f"bn{proj_layers}"))
     return keras.Sequential(layers, name=name)
 
 
