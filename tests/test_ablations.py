@@ -66,8 +66,9 @@ def test_stopgrad_suite_writes_table_plots_json_and_resumes(tmp_path):
     assert "### stopgrad" in table and "| no stop-gradient |" in table and "| baseline |" in table
     data = json.loads((tmp_path / "ablations.json").read_text())
     assert {r["variant"] for r in data["rows"]} == {"baseline", "no stop-gradient"}
-    assert all(len(curve["z_std"]) == 2 for curve in data["per_epoch"].values())
-    for plot in ("zstd.png", "loss.png", "knn.png"):
+    assert all(len(curve["z_std"]) == 2 and len(curve["feature_std"]) == 2 for curve in data["per_epoch"].values())
+    assert all(0 < r["feature_std"] < 1 and 0 < r["untrained_feature_std"] < 1 for r in data["rows"])
+    for plot in ("zstd.png", "loss.png", "knn.png", "feature_std.png"):
         assert (tmp_path / plot).stat().st_size > 1000
     second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert second.returncode == 0 and "tf_simsiam.train" not in second.stdout  # nothing trained again

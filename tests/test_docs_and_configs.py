@@ -66,3 +66,18 @@ def test_every_ablation_variant_of_the_recipe_validates():
     out = subprocess.run([sys.executable, "-c", PARSE_VARIANTS], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("\n") == sum(len(variants) for variants in ablations.SUITES.values())
+
+
+def github_anchor(heading):
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("name", ["README.md", os.path.join("export", "README.md")])
+def test_every_link_within_a_readme_points_to_one_of_its_headings(name):
+    with open(os.path.join(ROOT, name)) as f:
+        text = f.read()
+    text_outside_code = re.sub(r"```.*?```", "", text, flags=re.S)
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", text_outside_code, re.M)}
+    links = set(re.findall(r"\]\(#([^)]+)\)", text_outside_code))
+    assert not links - anchors, f"{name}: links to no heading: {sorted(links - anchors)}"

@@ -56,6 +56,19 @@ def test_knn_monitor_logs_accuracy_and_pixel_baseline(caplog):
     assert 0 <= logs["knn_top1"] <= 1
     monitor.on_epoch_end(2, logs)  # the last epoch is always evaluated
     assert [epoch for epoch, _ in monitor.history] == [2, 3]
+    assert [epoch for epoch, _ in monitor.feature_std_history] == [2, 3] and logs["feature_std"] > 0
+
+
+def test_feature_std_is_z_std_of_the_test_features_and_zero_for_a_constant_encoder():
+    import keras
+    monitor = callbacks.KNNMonitor(split(), split(seed=1), k=5)
+    images = split(seed=1).images.reshape(64, -1).astype(np.float32)
+    flat = keras.Sequential([keras.layers.Flatten()])
+    unit = images / np.linalg.norm(images, axis=1, keepdims=True)
+    expected = unit.std(axis=0).mean()  # std over the images of l2-normalised features, averaged over channels
+    np.testing.assert_allclose(monitor.evaluate(flat)[1], expected, rtol=1e-5)
+    constant = keras.Sequential([keras.layers.Flatten(), keras.layers.Lambda(lambda x: 0 * x + 1)])
+    assert monitor.evaluate(constant)[1] < 1e-6
 
 
 def test_knn_monitor_needs_labels():

@@ -1,4 +1,4 @@
-"""Reproduce the SimSiam paper's ablations:  python -m tf_simsiam.ablations --suite=all --budget=10
+"""Reproduce the SimSiam paper's ablations:  python -m tf_simsiam.ablations --suite=all --budget=20
 
 Each variant is one run of `python -m tf_simsiam.train` from one recipe (configs/ablations.cfg: the paper's
 augmentations, a model small enough for thousands of steps on a CPU) with the same seed and budget, changed only
@@ -6,7 +6,8 @@ where the ablation says; the batch-size variants see as many images per epoch as
 Table 2 compares equal epochs). A suite that was interrupted resumes: finished
 variants (their result.json exists) are not run again, and a variant shared by several suites runs once.
 Writes into --output_dir: ablations.md (a table per suite, with the paper's figures and verdicts), ablations.json
-(the per-epoch figures) and PNG plots of z_std (the paper's Fig. 2, left), loss and kNN accuracy per epoch.
+(the per-epoch figures) and PNG plots of z_std (the paper's Fig. 2, left), loss, kNN accuracy and the backbone's
+feature_std per epoch.
 """
 
 import csv
@@ -112,7 +113,7 @@ def run_variant(run_dir, overrides, budget, base, extra):
 def read_run(run_dir):
     with open(os.path.join(run_dir, "result.json")) as f:
         result = json.load(f)
-    epochs = {"loss": [], "z_std": [], "knn_top1": []}
+    epochs = {"loss": [], "z_std": [], "knn_top1": [], "feature_std": []}
     with open(os.path.join(run_dir, "history.csv")) as f:
         for row in csv.DictReader(f):
             for key in epochs:
@@ -120,6 +121,11 @@ def read_run(run_dir):
     with open(os.path.join(run_dir, "config.json")) as f:
         proj_dim = json.load(f)["proj_dim"]
     return result, epochs, proj_dim
+
+
+def _last(values):
+    values = [v for v in values if v is not None]
+    return values[-1] if values else None
 
 
 def verdict(z_std, knn, proj_dim, classes=10):
@@ -148,11 +154,14 @@ def _references(table):
     rows = [r for _, suite_rows, _ in table for r in suite_rows]
     pixels = {r["pixels_knn"] for r in rows} - {None}
     untrained = {r["untrained_knn"] for r in rows} - {None}
+    untrained_std = {r["untrained_feature_std"] for r in rows} - {None}
     text = ""
     if len(pixels) == 1:
         text += f" Same kNN on raw pixels: {100 * pixels.pop():.2f}%"
     if len(untrained) == 1:
         text += f"{';' if text else ' Same kNN'} on the untrained network: {100 * untrained.pop():.2f}%"
+        if len(untrained_std) == 1:
+            text += f" (its feature_std: {untrained_std.pop():.4f})"
     return text + "." if text else ""
 
 
@@ -161,10 +170,13 @@ def plot(rows_by_run, output_dir, proj_dim):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     for key, label, name in (("z_std", "std of l2-normalised z", "zstd.png"), ("loss", "training loss", "loss.png"),
-                             ("knn_top1", "kNN top-1", "knn.png")):
+                             ("knn_top1", "kNN top-1", "knn.png"),
+                             ("feature_std", "std of l2-normalised backbone features", "feature_std.png")):
         fig, ax = plt.subplots(figsize=(6, 4))
         for title, epochs in rows_by_run.items():
             values = epochs[key]
+            if not any(v is not None for v in values):
+                continue
             ax.plot(range(1, len(values) + 1), values, marker="o", label=title)
         if key == "z_std":
             ax.axhline(1 / math.sqrt(proj_dim), color="k", ls="--", lw=1, label="1/sqrt(d)")
@@ -207,7 +219,9 @@ def main(argv):
                          "outcome": ours, "why": reason, "status": status,
                          "steps": result["epochs"] * result["steps_per_epoch"], "final_loss": result["final_loss"],
                          "train_seconds": result["train_seconds"], "pixels_knn": result.get("pixels_knn_top1"),
-                         "untrained_knn": result.get("untrained_knn_top1")})
+                         "untrained_knn": result.get("untrained_knn_top1"),
+                         "feature_std": _last(epochs["feature_std"]),
+                         "untrained_feature_std": result.get("untrained_feature_std")})
             raw[f"{suite}: {title}"] = {"run_dir": run_dir, **epochs}
             if suite in ("stopgrad", "predictor") or len(suites) == 1:  # the collapse curves (Fig. 2)
                 curves[title] = epochs
@@ -220,17 +234,20 @@ def main(argv):
     lines = [f"Budget: {FLAGS.budget} epochs per variant from `{FLAGS.flagfile_base}`"
              + (f" with `--{' --'.join(FLAGS.set)}`" if FLAGS.set else "") + f"; collapsed: final z_std < "
              f"{COLLAPSE_FRACTION}/sqrt(d) = {COLLAPSE_FRACTION / math.sqrt(proj_dim):.4f} or kNN within 10 points "
-             f"of chance. Paper: ImageNet linear top-1 (%)." + _references(table), ""]
+             f"of chance. Paper: ImageNet linear top-1 (%). feature_std: z_std's statistic on the backbone's "
+             f"features of the kNN test images (0: every image maps to one direction)." + _references(table), ""]
     for suite, rows, claim in table:
         lines += [f"### {suite} (the paper's claim held: {claim})", "",
-                  "| variant | steps | final loss | kNN top-1 | final z_std | ours | paper | paper's outcome |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| variant | steps | final loss | kNN top-1 | final z_std | feature_std | ours | paper "
+                  "| paper's outcome |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
             knn = f"{100 * r['knn']:.2f}%" if r["knn"] is not None else ""
             ours = r["outcome"] + (f" ({r['why']})" if r["why"] else "")
             paper = f"{r['paper']}" if r["paper"] is not None else "n/a"
-            lines.append(f"| {r['variant']} | {r['steps']} | {r['final_loss']:.3f} | {knn} | {r['z_std']:.4f} | {ours} "
-                         f"| {paper} | {r['paper_outcome']} |")
+            feature_std = f"{r['feature_std']:.4f}" if r["feature_std"] is not None else ""
+            lines.append(f"| {r['variant']} | {r['steps']} | {r['final_loss']:.3f} | {knn} | {r['z_std']:.4f} "
+                         f"| {feature_std} | {ours} | {paper} | {r['paper_outcome']} |")
         lines.append("")
     with open(os.path.join(FLAGS.output_dir, "ablations.md"), "w") as f:
         f.write("\n".join(lines))

@@ -1,10 +1,12 @@
 """Training monitors and checkpoints, as Keras callbacks.
 
 - KNNMonitor: weighted kNN top-1 (cosine, k=200, t=0.1) of backbone features on a labelled split, every
-  `every` epochs, plus once the same kNN on raw pixels as the baseline. Adds `knn_top1` to the epoch logs.
+  `every` epochs, plus once the same kNN on raw pixels as the baseline. Adds `knn_top1` to the epoch logs, and
+  `feature_std`: z_std's statistic on the backbone's features of the test split, which shows whether a collapse
+  reaches the backbone or stays in the heads.
 - CollapseMonitor: warns when z_std falls towards 0 (the paper's collapse signal, Fig. 2).
 - Checkpoint: model + optimizer state after every epoch, written atomically, for `latest_checkpoint` to resume.
-- EpochHistory: one CSV row per epoch (epoch, loss, z_std, lr, knn_top1).
+- EpochHistory: one CSV row per epoch (epoch, loss, z_std, lr, knn_top1, feature_std, ...).
 - ViewPairs: writes an image grid of augmented view pairs to TensorBoard.
 """
 
@@ -19,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_simsiam import evaluation
+from tf_simsiam import evaluation, losses
 
 log = logging.getLogger("tf_simsiam")
 
@@ -33,6 +35,7 @@ class KNNMonitor(keras.callbacks.Callback):
         self.k, self.temperature, self.batch_size = k, temperature, batch_size
         self.pixel_top1 = None
         self.history = []  # (epoch, top1)
+        self.feature_std_history = []  # (epoch, feature_std)
 
     def accuracy(self, train_features, test_features):
         return evaluation.knn_accuracy(train_features, self.train.labels, test_features, self.test.labels,
@@ -46,21 +49,26 @@ class KNNMonitor(keras.callbacks.Callback):
                      self.temperature, len(self.train.images), len(self.test.images), 100 * self.pixel_top1)
 
     def evaluate(self, encoder=None):
+        """(kNN top-1, feature_std) of an encoder, by default the model's backbone. feature_std is the std over the
+        test images of their l2-normalised features, averaged over channels (as z_std for z): 0 when every image
+        maps to one direction."""
         encoder = encoder or self.model.backbone
-        return self.accuracy(evaluation.extract_features(encoder, self.train.images, self.batch_size),
-                             evaluation.extract_features(encoder, self.test.images, self.batch_size))
+        test = evaluation.extract_features(encoder, self.test.images, self.batch_size)
+        top1 = self.accuracy(evaluation.extract_features(encoder, self.train.images, self.batch_size), test)
+        return top1, float(losses.std_of_l2_normalized(test))
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 == self.params.get("epochs")
         if not (last or (self.every and (epoch + 1) % self.every == 0)):
             return
         start = time.time()
-        top1 = self.evaluate()
+        top1, feature_std = self.evaluate()
         self.history.append((epoch + 1, top1))
+        self.feature_std_history.append((epoch + 1, feature_std))
         if logs is not None:
-            logs["knn_top1"] = top1
-        log.info("epoch %d: kNN top-1 %.2f%% (raw pixels %.2f%%) [%.0fs]", epoch + 1, 100 * top1,
-                 100 * self.pixel_top1, time.time() - start)
+            logs["knn_top1"], logs["feature_std"] = top1, feature_std
+        log.info("epoch %d: kNN top-1 %.2f%% (raw pixels %.2f%%), backbone feature_std %.4g [%.0fs]", epoch + 1,
+                 100 * top1, 100 * self.pixel_top1, feature_std, time.time() - start)
 
 
 class CollapseMonitor(keras.callbacks.Callback):
@@ -133,7 +141,7 @@ def latest_checkpoint(directory):
 class EpochHistory(keras.callbacks.Callback):
     """Appends one row per epoch to a CSV file (a resumed run goes on appending)."""
 
-    KEYS = ("loss", "z_std", "lr", "knn_top1", "contrastive_accuracy")
+    KEYS = ("loss", "z_std", "lr", "knn_top1", "feature_std", "contrastive_accuracy")
 
     def __init__(self, path):
         super().__init__()

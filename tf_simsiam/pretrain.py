@@ -308,17 +308,18 @@ def pretrain(config):
                      keras.callbacks.TensorBoard(log_dir, write_graph=False),
                      callbacks.ViewPairs(log_dir, first_views)]
 
-    untrained_top1 = None
+    untrained = {"knn_top1": None, "feature_std": None}
     if knn:  # the same kNN on the untrained network: what a collapsed run falls back to, or below
         untrained_path = os.path.join(model_dir, "knn_untrained.json")
         if initial_epoch == 0:
-            untrained_top1 = knn.evaluate(model.backbone)
-            log.info("kNN top-1 of the untrained backbone: %.2f%%", 100 * untrained_top1)
+            untrained["knn_top1"], untrained["feature_std"] = knn.evaluate(model.backbone)
+            log.info("kNN top-1 of the untrained backbone: %.2f%% (feature_std %.4g)", 100 * untrained["knn_top1"],
+                     untrained["feature_std"])
             if chief:
-                callbacks.write_json(untrained_path, {"knn_top1": untrained_top1})
+                callbacks.write_json(untrained_path, untrained)
         elif os.path.exists(untrained_path):
             with open(untrained_path) as f:
-                untrained_top1 = json.load(f)["knn_top1"]
+                untrained.update(json.load(f))
 
     train_start = time.time()
     history = {}
@@ -342,7 +343,9 @@ def pretrain(config):
         "z_std_healthy": 1 / math.sqrt(config.proj_dim), "collapsed_epochs": collapse.collapsed_epochs,
         "knn_top1": knn.history[-1][1] if knn and knn.history else None,
         "knn_top1_per_epoch": knn.history if knn else [],
-        "pixels_knn_top1": knn.pixel_top1 if knn else None, "untrained_knn_top1": untrained_top1,
+        "feature_std_per_epoch": knn.feature_std_history if knn else [],
+        "pixels_knn_top1": knn.pixel_top1 if knn else None, "untrained_knn_top1": untrained["knn_top1"],
+        "untrained_feature_std": untrained["feature_std"],
         "train_seconds": round(train_seconds, 1),
         "pairs_per_sec": round(trained_steps * config.batch_size / train_seconds, 1) if trained_steps else None,
         "export_dir": export_dir,
