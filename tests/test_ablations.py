@@ -18,11 +18,23 @@ def test_verdict_and_claims():
     assert ablations.verdict(0.001, 0.5, 64)[0] == "collapse"  # z_std far below 1/sqrt(64) = 0.125
     assert ablations.verdict(0.12, 0.11, 64) == ("collapse", "kNN")
     assert ablations.verdict(0.12, 0.7, 64) == ("works", "")
+    assert ablations.verdict(0.12, 0.5, 64, untrained_knn=0.45)[0] == "fails"  # learned nothing, not collapsed
+    assert ablations.verdict(0.12, 0.7, 64, untrained_knn=0.45) == ("works", "")
+    # z_std held up by BN, but the backbone maps every image to one direction: a collapse, not a failure
+    assert ablations.verdict(0.12, 0.3, 64, untrained_knn=0.45, feature_std=0.001,
+                             untrained_feature_std=0.02) == ("collapse", "feature_std")
+    assert ablations.verdict(0.001, 0.1, 64, feature_std=0.001, untrained_feature_std=0.02) == (
+        "collapse", "z_std and feature_std and kNN")
+    assert ablations.verdict(0.12, 0.7, 64, feature_std=0.01, untrained_feature_std=0.02) == ("works", "")
     rows = [{"variant": "a", "paper": 68.1, "knn": 0.7, "outcome": "works", "paper_outcome": "works"},
             {"variant": "b", "paper": 63.2, "knn": 0.6, "outcome": "works", "paper_outcome": "works"}]
     assert ablations.held("similarity", rows) == "yes"
     rows[1]["knn"] = 0.8
     assert ablations.held("similarity", rows) == "no"
+    fails = [{"variant": "c", "paper": 1.5, "knn": 0.5, "outcome": "works", "paper_outcome": "fails"}]
+    assert ablations.held("predictor", fails) == "no"
+    fails[0]["outcome"] = "fails"
+    assert ablations.held("predictor", fails) == "yes"
 
 
 def test_batch_variants_keep_the_images_per_epoch_and_the_base_setting_is_the_baseline(tmp_path):

@@ -35,7 +35,8 @@ def test_evaluate_cli_runs_every_protocol_and_baseline(tmp_path):
         assert {(method, "knn", None), (method, "knn_plain", None), (method, "linear", None)} <= seen
     for fraction in (0.1, 1.0):
         assert ("simsiam", "finetune", fraction) in seen and ("scratch", "supervised", fraction) in seen
-    assert next(r for r in rows if r["protocol"] == "finetune")["labelled_images"] in range(25, 36)  # 10% of ~30 per class, rounded per class
+    # 10% of ~30 per class, rounded per class
+    assert next(r for r in rows if r["protocol"] == "finetune")["labelled_images"] in range(25, 36)
     for plot in ("accuracy.png", "confusion.png", "embedding.png"):
         assert (tmp_path / "eval" / plot).stat().st_size > 1000
     assert "| simsiam | linear |" in out.stdout and "| pixels | knn (k=200, t=0.1) |" in out.stdout

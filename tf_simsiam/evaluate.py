@@ -56,7 +56,8 @@ def config_from_flags():
         raise ValueError(f"--label_fraction must be numbers, got {','.join(FLAGS.label_fraction)}") from None
     return EvaluateConfig(
         export_dir=FLAGS.export_dir, protocols=tuple(FLAGS.protocol), baselines=tuple(FLAGS.baselines),
-        dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size, label_fractions=fractions, epochs=FLAGS.epochs,
+        dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size, label_fractions=fractions,
+        epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size, base_lr=FLAGS.base_lr, optimizer=FLAGS.optimizer or "", augment=FLAGS.augment,
         knn_k=FLAGS.knn_k, knn_temperature=FLAGS.knn_temperature, knn_plain_k=FLAGS.knn_plain_k,
         train_size=FLAGS.train_size, test_size=FLAGS.test_size, seed=FLAGS.seed, output_dir=FLAGS.output_dir)
