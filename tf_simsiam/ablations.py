@@ -45,14 +45,14 @@ SUITES = {
 }
 ORDER = ("stopgrad", "predictor", "batch", "bn", "similarity", "symmetry")
 # collapsed: final z_std < 0.25 / sqrt(d) (the heads), or the backbone's feature_std < 0.25 of the untrained
-# network's (the backbone: without the projector BN's shift, z_std cannot fall below ~0.25 / sqrt(d) at batch 64,
-# and a collapse shows there instead), or kNN within 10 points of chance
+# network's (the backbone: without the projector BN's shift, z_std cannot fall below 2 sqrt(B-1)/B / sqrt(d), 0.25 at
+# batch 64, and a collapse may show there instead), or kNN within 10 points of chance
 COLLAPSE_FRACTION = 0.25
 FAIL_MARGIN = 0.10  # failed without collapse: kNN within 10 points of the untrained network's
 
 flags.DEFINE_enum("suite", "stopgrad", list(ORDER) + ["all"], "Which ablations to run.")
 flags.DEFINE_integer("budget", 20, "Training epochs of each variant, in epochs of the base recipe "
-                     "(configs/ablations.cfg: 100 steps of 64 images).", lower_bound=1)
+                     "(configs/ablations.cfg: 100 steps of 128 images).", lower_bound=1)
 flags.DEFINE_string("flagfile_base", "configs/ablations.cfg", "The recipe every variant starts from.")
 flags.DEFINE_list("set", [], "Extra flags for every variant, e.g. width=8,steps_per_epoch=50 (a smaller budget).")
 flags.DEFINE_string("output_dir", "runs/ablations", "Runs, table, plots and JSON go here.")
