@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -67,6 +68,42 @@ def test_a_finished_run_of_other_settings_is_refused_not_reused(tmp_path, monkey
     assert len(calls) == 1
 
 
+def test_seeds_name_their_runs_and_a_second_way_to_set_the_seed_is_refused():
+    base = {"seed": "0", "width": "8"}
+    assert ablations.parse_seeds([], [], base) == [0]  # the recipe's own seed
+    assert ablations.parse_seeds(["0", "2", "1", "2"], ["width=4"], base) == [0, 2, 1]
+    with pytest.raises(SystemExit, match="--seeds=0,x"):
+        ablations.parse_seeds(["0", "x"], [], base)
+    with pytest.raises(SystemExit, match="--seeds and --set=seed"):
+        ablations.parse_seeds(["1"], ["seed=3"], base)
+    # the recipe's seed keeps the variant's folder (single-seed runs are reused), another seed is a --set item
+    assert list(ablations.seed_runs({"stop_gradient": False}, [0, 2], 0, ["width=4"])) == [
+        (0, "stop_gradient-False", ["width=4"]), (2, "seed-2_stop_gradient-False", ["width=4", "seed=2"])]
+    assert list(ablations.seed_runs({}, [1], 0, [])) == [(1, "seed-1", ["seed=1"])]
+
+
+def _run(seed, knn, outcome, why=""):
+    return {"seed": seed, "knn": knn, "z_std": 0.01, "feature_std": 0.002, "final_loss": -0.9, "pixels_knn": 0.7,
+            "untrained_knn": 0.45, "untrained_feature_std": 0.02, "steps": 100, "train_seconds": 10.0,
+            "status": "ran", "outcome": outcome, "why": why}
+
+
+def test_a_variant_over_seeds_is_their_mean_its_range_and_a_count_of_outcomes():
+    one = ablations.summarize([_run(0, 0.11, "collapse", "z_std and kNN")])
+    assert one["ours"] == "collapse (z_std and kNN)" and one["knn"] == 0.11 and one["outcome"] == "collapse"
+    three = ablations.summarize([_run(0, 0.11, "collapse", "z_std and kNN"), _run(1, 0.42, "collapse", "z_std"),
+                                 _run(2, 0.53, "collapse", "z_std")])
+    assert three["knn"] == pytest.approx((0.11 + 0.42 + 0.53) / 3) and three["knn_range"] == [0.11, 0.53]
+    assert three["outcome"] == "collapse" and three["ours"] == "collapse 3/3 (by z_std 3, kNN 1)"
+    assert three["train_seconds"] == 30.0 and len(three["seeds"]) == 3
+    mixed = ablations.summarize([_run(0, 0.2, "collapse", "kNN"), _run(1, 0.5, "fails", "kNN near the untrained"),
+                                 _run(2, 0.48, "fails", "kNN near the untrained")])
+    assert mixed["outcome"] == "mixed" and mixed["ours"] == "collapse 1/3, fails 2/3 (by kNN 1)"
+    # seeds that disagree never count as the paper's outcome
+    assert ablations.held("predictor", [{**mixed, "variant": "no predictor", "paper": 0.1,
+                                         "paper_outcome": "collapse"}]) == "no"
+
+
 @pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist")
                     and not os.environ.get("TF_SIMSIAM_DATA_DIR"), reason="Fashion-MNIST is not installed")
 def test_stopgrad_suite_writes_table_plots_json_and_resumes(tmp_path):
@@ -85,3 +122,16 @@ def test_stopgrad_suite_writes_table_plots_json_and_resumes(tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert second.returncode == 0 and "tf_simsiam.train" not in second.stdout  # nothing trained again
     assert json.loads((tmp_path / "ablations.json").read_text())["rows"][0]["status"] == "done before"
+    # a second seed: seed 0's runs are reused, seed 1's trained; the table gives means, ranges and counts
+    third = subprocess.run(cmd + ["--seeds=0,1"], capture_output=True, text=True, cwd=ROOT)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.stdout.count("tf_simsiam.train") == 2 and (tmp_path / "seed-1_stop_gradient-False").is_dir()
+    data = json.loads((tmp_path / "ablations.json").read_text())
+    assert data["seeds"] == [0, 1] and data["rows"][0]["status"] == "done before, ran"
+    assert [run["seed"] for run in data["rows"][1]["seeds"]] == [0, 1]
+    assert set(data["per_epoch"]) == {f"stopgrad: {v} (seed {s})" for v in ("baseline", "no stop-gradient")
+                                      for s in (0, 1)}
+    for r in data["rows"]:
+        assert r["ours"].startswith(f"{r['outcome']} 2/2") if r["outcome"] != "mixed" else "1/2" in r["ours"]
+    table = (tmp_path / "ablations.md").read_text()
+    assert "seeds 0, 1" in table and re.search(r"\| baseline \| 6 \| [-.\d]+ \| [.\d]+% \([.\d]+-[.\d]+\) \|", table)

@@ -5,6 +5,8 @@ augmentations, a model small enough for thousands of steps on a CPU) with the sa
 where the ablation says; the batch-size variants see as many images per epoch as the base recipe (the paper's
 Table 2 compares equal epochs). A suite that was interrupted resumes: finished
 variants (their result.json exists) are not run again, and a variant shared by several suites runs once.
+With --seeds=0,1,2 each variant runs once per seed and its row gives the mean, the kNN's range and how many seeds
+collapsed, failed or worked.
 Writes into --output_dir: ablations.md (a table per suite, with the paper's figures and verdicts), ablations.json
 (the per-epoch figures) and PNG plots of z_std (the paper's Fig. 2, left), loss, kNN accuracy and the backbone's
 feature_std per epoch.
@@ -55,6 +57,9 @@ flags.DEFINE_integer("budget", 20, "Training epochs of each variant, in epochs o
                      "(configs/ablations.cfg: 100 steps of 128 images).", lower_bound=1)
 flags.DEFINE_string("flagfile_base", "configs/ablations.cfg", "The recipe every variant starts from.")
 flags.DEFINE_list("set", [], "Extra flags for every variant, e.g. width=8,steps_per_epoch=50 (a smaller budget).")
+flags.DEFINE_list("seeds", [], "Run every variant with each of these seeds (default: the recipe's own); with several, "
+                  "the table gives each variant's mean kNN with its range and how many seeds collapsed, failed or "
+                  "worked.")
 flags.DEFINE_string("output_dir", "runs/ablations", "Runs, table, plots and JSON go here.")
 FLAGS = flags.FLAGS
 
@@ -166,23 +171,75 @@ def held(suite, rows):
     return "yes" if all(claims) else "no"
 
 
+def seed_runs(overrides, seeds, base_seed, extra):
+    """(seed, folder name, extra flags) of a variant's run per seed. The recipe's own seed keeps the variant's
+    folder, so a single-seed suite and the first of several seeds share their runs; another seed is one more
+    `--set` item and part of the folder's name."""
+    for seed in seeds:
+        if seed == base_seed:
+            yield seed, variant_key(overrides), list(extra)
+        else:
+            yield seed, variant_key({**overrides, "seed": seed}), [*extra, f"seed={seed}"]
+
+
+def parse_seeds(values, extra, base):
+    """The seeds of --seeds as integers (default: the recipe's own), refusing a second way to set the seed."""
+    if values and any(item.partition("=")[0] == "seed" for item in extra):
+        sys.exit("error: --seeds and --set=seed=... both set the seed; use --seeds")
+    try:
+        seeds = [int(v) for v in values]
+    except ValueError:
+        sys.exit(f"error: --seeds={','.join(values)}: each seed must be an integer")
+    return list(dict.fromkeys(seeds)) or [int(base.get("seed", 0))]
+
+
+def summarize(runs):
+    """A variant's row from its runs (one per seed): the mean of each figure, the kNN's range, and an outcome that
+    is the runs' common outcome, or "mixed" when the seeds disagree (which never counts as the paper's)."""
+    def mean(key):
+        values = [r[key] for r in runs]
+        return None if any(v is None for v in values) else sum(values) / len(values)
+
+    row = {key: mean(key) for key in ("knn", "z_std", "feature_std", "final_loss", "pixels_knn", "untrained_knn",
+                                      "untrained_feature_std")}
+    knns = [r["knn"] for r in runs if r["knn"] is not None]
+    outcomes = [r["outcome"] for r in runs]
+    row.update(steps=runs[0]["steps"], train_seconds=sum(r["train_seconds"] for r in runs),
+               status=", ".join(dict.fromkeys(r["status"] for r in runs)),
+               knn_range=[min(knns), max(knns)] if knns else None,
+               outcome=outcomes[0] if len(set(outcomes)) == 1 else "mixed", seeds=runs)
+    if len(runs) == 1:
+        row["why"] = runs[0]["why"]
+        row["ours"] = row["outcome"] + (f" ({row['why']})" if row["why"] else "")
+        return row
+    counts = {o: outcomes.count(o) for o in dict.fromkeys(outcomes)}
+    row["why"] = ", ".join(f"{o} {n}/{len(runs)}" for o, n in counts.items())
+    signals = [signal for r in runs for signal in r["why"].split(" and ") if r["outcome"] == "collapse"]
+    detail = ", ".join(f"{s} {signals.count(s)}" for s in ("z_std", "feature_std", "kNN") if s in signals)
+    row["ours"] = row["why"] if row["outcome"] == "mixed" else f"{row['outcome']} {len(runs)}/{len(runs)}"
+    if detail:
+        row["ours"] += f" (by {detail})"
+    return row
+
+
 def _references(table):
     """The kNN of raw pixels and of the untrained network (the same for every variant of one seed and data)."""
-    rows = [r for _, suite_rows, _ in table for r in suite_rows]
-    pixels = {r["pixels_knn"] for r in rows} - {None}
-    untrained = {r["untrained_knn"] for r in rows} - {None}
-    untrained_std = {r["untrained_feature_std"] for r in rows} - {None}
-    text = ""
-    if len(pixels) == 1:
-        text += f" Same kNN on raw pixels: {100 * pixels.pop():.2f}%"
-    if len(untrained) == 1:
-        text += f"{';' if text else ' Same kNN'} on the untrained network: {100 * untrained.pop():.2f}%"
-        if len(untrained_std) == 1:
-            text += f" (its feature_std: {untrained_std.pop():.4f})"
-    return text + "." if text else ""
+    by_seed = {}
+    for _, suite_rows, _ in table:
+        for run in (run for r in suite_rows for run in r["seeds"]):
+            by_seed.setdefault(run["seed"], set()).add(
+                (run["pixels_knn"], run["untrained_knn"], run["untrained_feature_std"]))
+    if not by_seed or any(len(v) != 1 or None in next(iter(v)) for v in by_seed.values()):
+        return ""
+    pixels, untrained, untrained_std = zip(*(next(iter(by_seed[seed])) for seed in by_seed))
+    text = f" Same kNN on raw pixels: {', '.join(f'{100 * v:.2f}%' for v in pixels)}; on the untrained network: " \
+           f"{', '.join(f'{100 * v:.2f}%' for v in untrained)} (its feature_std: " \
+           f"{', '.join(f'{v:.4f}' for v in untrained_std)})"
+    return text + (f" for seeds {', '.join(map(str, by_seed))}." if len(by_seed) > 1 else ".")
 
 
-def plot(rows_by_run, output_dir, proj_dim):
+def plot(curves, output_dir, proj_dim):
+    """One PNG per figure; a variant's seeds share its colour."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -190,13 +247,15 @@ def plot(rows_by_run, output_dir, proj_dim):
                              ("knn_top1", "kNN top-1", "knn.png"),
                              ("feature_std", "std of l2-normalised backbone features", "feature_std.png")):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for title, epochs in rows_by_run.items():
-            values = epochs[key]
-            if not any(v is not None for v in values):
-                continue
-            ax.plot(range(1, len(values) + 1), values, marker="o", label=title)
+        for i, (title, runs) in enumerate(curves.items()):
+            for j, epochs in enumerate(runs):
+                values = epochs[key]
+                if any(v is not None for v in values):
+                    ax.plot(range(1, len(values) + 1), values, marker="o" if len(runs) == 1 else None,
+                            color=f"C{i % 10}", lw=1.5 if len(runs) == 1 else 1, label=None if j else title)
         if key == "z_std":
             ax.axhline(1 / math.sqrt(proj_dim), color="k", ls="--", lw=1, label="1/sqrt(d)")
+            ax.axhline(COLLAPSE_FRACTION / math.sqrt(proj_dim), color="k", ls=":", lw=1, label="collapse threshold")
             ax.set_ylim(bottom=0)  # collapse is a fall towards 0, as on the paper's axis
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
@@ -206,59 +265,37 @@ def plot(rows_by_run, output_dir, proj_dim):
         plt.close(fig)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not os.path.exists(FLAGS.flagfile_base):
-        sys.exit(f"error: --flagfile_base={FLAGS.flagfile_base} does not exist")
-    requested = ORDER if FLAGS.suite == "all" else (FLAGS.suite,)
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
+def train_and_read(overrides, seeds, base_seed):
+    """Runs (or finds) a variant's run of each seed; returns its per-seed records and per-epoch curves."""
+    runs, curves = [], []
+    for seed, key, extra in seed_runs(overrides, seeds, base_seed, FLAGS.set):
+        run_dir = os.path.join(FLAGS.output_dir, key)
+        status = run_variant(run_dir, overrides, FLAGS.budget, FLAGS.flagfile_base, extra)
+        result, epochs, proj_dim = read_run(run_dir)
+        feature_std = _last(epochs["feature_std"])
+        outcome, why = verdict(result["final_z_std"], result["knn_top1"], proj_dim,
+                               untrained_knn=result.get("untrained_knn_top1"), feature_std=feature_std,
+                               untrained_feature_std=result.get("untrained_feature_std"))
+        runs.append({"seed": seed, "run_dir": run_dir, "status": status, "knn": result["knn_top1"],
+                     "z_std": result["final_z_std"], "feature_std": feature_std, "outcome": outcome, "why": why,
+                     "steps": result["epochs"] * result["steps_per_epoch"], "final_loss": result["final_loss"],
+                     "train_seconds": result["train_seconds"], "pixels_knn": result.get("pixels_knn_top1"),
+                     "untrained_knn": result.get("untrained_knn_top1"),
+                     "untrained_feature_std": result.get("untrained_feature_std"), "proj_dim": proj_dim})
+        curves.append(epochs)
+    return runs, curves
 
-    base = read_flagfile(FLAGS.flagfile_base, FLAGS.set)
 
-    def finished(suite):
-        return all(os.path.exists(os.path.join(FLAGS.output_dir, variant_key(resolve(o, base)), "result.json"))
-                   for _, o, _, _ in SUITES[suite])
-
-    # the report covers the suites asked for and those finished earlier in the same output folder
-    suites = [suite for suite in ORDER if suite in requested or finished(suite)]
-    table, raw, curves, proj_dim = [], {}, {}, None
-    for suite in suites:
-        rows = []
-        for title, overrides, paper, outcome in SUITES[suite]:
-            overrides = resolve(overrides, base)
-            run_dir = os.path.join(FLAGS.output_dir, variant_key(overrides))
-            status = run_variant(run_dir, overrides, FLAGS.budget, FLAGS.flagfile_base, FLAGS.set)
-            result, epochs, proj_dim = read_run(run_dir)
-            feature_std = _last(epochs["feature_std"])
-            ours, reason = verdict(result["final_z_std"], result["knn_top1"], proj_dim,
-                                   untrained_knn=result.get("untrained_knn_top1"), feature_std=feature_std,
-                                   untrained_feature_std=result.get("untrained_feature_std"))
-            rows.append({"suite": suite, "variant": title, "overrides": overrides, "knn": result["knn_top1"],
-                         "z_std": result["final_z_std"], "paper": paper, "paper_outcome": outcome,
-                         "outcome": ours, "why": reason, "status": status,
-                         "steps": result["epochs"] * result["steps_per_epoch"], "final_loss": result["final_loss"],
-                         "train_seconds": result["train_seconds"], "pixels_knn": result.get("pixels_knn_top1"),
-                         "untrained_knn": result.get("untrained_knn_top1"),
-                         "feature_std": feature_std,
-                         "untrained_feature_std": result.get("untrained_feature_std")})
-            raw[f"{suite}: {title}"] = {"run_dir": run_dir, **epochs}
-            if suite in ("stopgrad", "predictor") or len(suites) == 1:  # the collapse curves (Fig. 2)
-                curves[title] = epochs
-        claim = held(suite, rows)
-        table.append((suite, rows, claim))
-    with open(os.path.join(FLAGS.output_dir, "ablations.json"), "w") as f:
-        json.dump({"budget_epochs": FLAGS.budget, "base": FLAGS.flagfile_base, "set": FLAGS.set,
-                   "collapse_rule": f"z_std < {COLLAPSE_FRACTION}/sqrt(d) or feature_std < {COLLAPSE_FRACTION} x the "
-                                    f"untrained network's or kNN < chance + 10 points",
-                   "fail_rule": "not collapsed, kNN < the untrained network's + 10 points",
-                   "rows": [r for _, rows, _ in table for r in rows], "per_epoch": raw}, f, indent=1)
+def table_lines(table, seeds, proj_dim):
+    several = len(seeds) > 1
     lines = [f"Budget: {FLAGS.budget} epochs per variant from `{FLAGS.flagfile_base}`"
-             + (f" with `--{' --'.join(FLAGS.set)}`" if FLAGS.set else "") + f"; collapsed: final z_std < "
-             f"{COLLAPSE_FRACTION}/sqrt(d) = {COLLAPSE_FRACTION / math.sqrt(proj_dim):.4f}, or final feature_std < "
-             f"{COLLAPSE_FRACTION} of the untrained network's, or kNN within 10 points of chance; failed: not "
-             f"collapsed, kNN within 10 points of the untrained network's. Paper: ImageNet linear top-1 (%). "
-             f"feature_std: z_std's statistic on the backbone's "
+             + (f" with `--{' --'.join(FLAGS.set)}`" if FLAGS.set else "")
+             + (f"; seeds {', '.join(map(str, seeds))}: each figure is the mean over the seeds, the kNN's range in "
+                f"brackets, and the verdict counts the seeds (mixed: they disagree)" if several else "")
+             + f"; collapsed: final z_std < {COLLAPSE_FRACTION}/sqrt(d) = {COLLAPSE_FRACTION / math.sqrt(proj_dim):.4f}"
+             f", or final feature_std < {COLLAPSE_FRACTION} of the untrained network's, or kNN within 10 points of "
+             f"chance; failed: not collapsed, kNN within 10 points of the untrained network's. Paper: ImageNet linear "
+             f"top-1 (%). feature_std: z_std's statistic on the backbone's "
              f"features of the kNN test images (0: every image maps to one direction)." + _references(table), ""]
     for suite, rows, claim in table:
         lines += [f"### {suite} (the paper's claim held: {claim})", "",
@@ -267,15 +304,58 @@ def main(argv):
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
             knn = f"{100 * r['knn']:.2f}%" if r["knn"] is not None else ""
-            ours = r["outcome"] + (f" ({r['why']})" if r["why"] else "")
+            if several and r["knn_range"]:
+                knn += f" ({100 * r['knn_range'][0]:.2f}-{100 * r['knn_range'][1]:.2f})"
             paper = f"{r['paper']}" if r["paper"] is not None else "n/a"
             feature_std = f"{r['feature_std']:.4f}" if r["feature_std"] is not None else ""
             lines.append(f"| {r['variant']} | {r['steps']} | {r['final_loss']:.3f} | {knn} | {r['z_std']:.4f} "
-                         f"| {feature_std} | {ours} | {paper} | {r['paper_outcome']} |")
+                         f"| {feature_std} | {r['ours']} | {paper} | {r['paper_outcome']} |")
         lines.append("")
+    return lines
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not os.path.exists(FLAGS.flagfile_base):
+        sys.exit(f"error: --flagfile_base={FLAGS.flagfile_base} does not exist")
+    requested = ORDER if FLAGS.suite == "all" else (FLAGS.suite,)
+    base = read_flagfile(FLAGS.flagfile_base, FLAGS.set)
+    seeds, base_seed = parse_seeds(FLAGS.seeds, FLAGS.set, base), int(base.get("seed", 0))
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+
+    def finished(suite):
+        return all(os.path.exists(os.path.join(FLAGS.output_dir, key, "result.json"))
+                   for _, o, _, _ in SUITES[suite] for _, key, _ in seed_runs(resolve(o, base), seeds, base_seed, []))
+
+    # the report covers the suites asked for and those finished earlier in the same output folder
+    suites = [suite for suite in ORDER if suite in requested or finished(suite)]
+    table, raw, curves = [], {}, {}
+    for suite in suites:
+        rows = []
+        for title, overrides, paper, outcome in SUITES[suite]:
+            overrides = resolve(overrides, base)
+            runs, epochs = train_and_read(overrides, seeds, base_seed)
+            rows.append({"suite": suite, "variant": title, "overrides": overrides, "paper": paper,
+                         "paper_outcome": outcome, **summarize(runs)})
+            for run, run_epochs in zip(runs, epochs):
+                name = f"{suite}: {title}" + (f" (seed {run['seed']})" if len(seeds) > 1 else "")
+                raw[name] = {"run_dir": run["run_dir"], **run_epochs}
+            plotted = {run_dir for title_runs in curves.values() for run_dir in title_runs}
+            if (suite in ("stopgrad", "predictor") or len(suites) == 1) and runs[0]["run_dir"] not in plotted:
+                curves[title] = dict(zip((run["run_dir"] for run in runs), epochs))  # the collapse curves (Fig. 2)
+        table.append((suite, rows, held(suite, rows)))
+    proj_dim = table[0][1][0]["seeds"][0]["proj_dim"]
+    with open(os.path.join(FLAGS.output_dir, "ablations.json"), "w") as f:
+        json.dump({"budget_epochs": FLAGS.budget, "base": FLAGS.flagfile_base, "set": FLAGS.set, "seeds": seeds,
+                   "collapse_rule": f"z_std < {COLLAPSE_FRACTION}/sqrt(d) or feature_std < {COLLAPSE_FRACTION} x the "
+                                    f"untrained network's or kNN < chance + 10 points",
+                   "fail_rule": "not collapsed, kNN < the untrained network's + 10 points",
+                   "rows": [r for _, rows, _ in table for r in rows], "per_epoch": raw}, f, indent=1)
+    lines = table_lines(table, seeds, proj_dim)
     with open(os.path.join(FLAGS.output_dir, "ablations.md"), "w") as f:
         f.write("\n".join(lines))
-    plot(curves, FLAGS.output_dir, proj_dim)
+    plot({title: list(runs.values()) for title, runs in curves.items()}, FLAGS.output_dir, proj_dim)
     print("\n".join(lines))
     print(f"table, plots and JSON in {FLAGS.output_dir}/")
 
