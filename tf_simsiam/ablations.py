@@ -330,7 +330,7 @@ def main(argv):
 
     # the report covers the suites asked for and those finished earlier in the same output folder
     suites = [suite for suite in ORDER if suite in requested or finished(suite)]
-    table, raw, curves = [], {}, {}
+    table, raw, curves, plotted = [], {}, {}, set()
     for suite in suites:
         rows = []
         for title, overrides, paper, outcome in SUITES[suite]:
@@ -341,9 +341,10 @@ def main(argv):
             for run, run_epochs in zip(runs, epochs):
                 name = f"{suite}: {title}" + (f" (seed {run['seed']})" if len(seeds) > 1 else "")
                 raw[name] = {"run_dir": run["run_dir"], **run_epochs}
-            plotted = {run_dir for title_runs in curves.values() for run_dir in title_runs}
+            # the collapse curves (Fig. 2), each run once (the baseline is in several suites)
             if (suite in ("stopgrad", "predictor") or len(suites) == 1) and runs[0]["run_dir"] not in plotted:
-                curves[title] = dict(zip((run["run_dir"] for run in runs), epochs))  # the collapse curves (Fig. 2)
+                curves[title] = epochs
+                plotted.update(run["run_dir"] for run in runs)
         table.append((suite, rows, held(suite, rows)))
     proj_dim = table[0][1][0]["seeds"][0]["proj_dim"]
     with open(os.path.join(FLAGS.output_dir, "ablations.json"), "w") as f:
@@ -355,7 +356,7 @@ def main(argv):
     lines = table_lines(table, seeds, proj_dim)
     with open(os.path.join(FLAGS.output_dir, "ablations.md"), "w") as f:
         f.write("\n".join(lines))
-    plot({title: list(runs.values()) for title, runs in curves.items()}, FLAGS.output_dir, proj_dim)
+    plot(curves, FLAGS.output_dir, proj_dim)
     print("\n".join(lines))
     print(f"table, plots and JSON in {FLAGS.output_dir}/")
 
