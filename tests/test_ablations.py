@@ -112,9 +112,10 @@ def test_stopgrad_suite_writes_table_plots_json_and_resumes(tmp_path):
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert first.returncode == 0, first.stderr[-3000:]
     table = (tmp_path / "ablations.md").read_text()
-    assert "### stopgrad" in table and "| no stop-gradient |" in table and "| baseline |" in table
+    assert "### stopgrad" in table and "| no stop-gradient |" in table
+    assert "| baseline (predictor lr fixed) |" in table
     data = json.loads((tmp_path / "ablations.json").read_text())
-    assert {r["variant"] for r in data["rows"]} == {"baseline", "no stop-gradient"}
+    assert {r["variant"] for r in data["rows"]} == {"baseline (predictor lr fixed)", "no stop-gradient"}
     assert all(len(curve["z_std"]) == 2 and len(curve["feature_std"]) == 2 for curve in data["per_epoch"].values())
     assert all(0 < r["feature_std"] < 1 and 0 < r["untrained_feature_std"] < 1 for r in data["rows"])
     for plot in ("zstd.png", "loss.png", "knn.png", "feature_std.png"):
@@ -129,9 +130,10 @@ def test_stopgrad_suite_writes_table_plots_json_and_resumes(tmp_path):
     assert data["seeds"] == [0, 1] and [r["status"] for r in data["rows"]] == ["done before, ran"] * 2
     assert [run["status"] for r in data["rows"] for run in r["seeds"]] == ["done before", "ran"] * 2
     assert [run["seed"] for run in data["rows"][1]["seeds"]] == [0, 1]
-    assert set(data["per_epoch"]) == {f"stopgrad: {v} (seed {s})" for v in ("baseline", "no stop-gradient")
-                                      for s in (0, 1)}
+    assert set(data["per_epoch"]) == {f"stopgrad: {v} (seed {s})" for s in (0, 1)
+                                      for v in ("baseline (predictor lr fixed)", "no stop-gradient")}
     for r in data["rows"]:
         assert r["ours"].startswith(f"{r['outcome']} 2/2") if r["outcome"] != "mixed" else "1/2" in r["ours"]
     table = (tmp_path / "ablations.md").read_text()
-    assert "seeds 0, 1" in table and re.search(r"\| baseline \| 6 \| [-.\d]+ \| [.\d]+% \([.\d]+-[.\d]+\) \|", table)
+    assert "seeds 0, 1" in table
+    assert re.search(r"\| baseline \(predictor lr fixed\) \| 6 \| [-.\d]+ \| [.\d]+% \([.\d]+-[.\d]+\) \|", table)

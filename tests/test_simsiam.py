@@ -71,13 +71,33 @@ def test_fix_predictor_lr_needs_a_schedule_aware_optimizer():
     tiny_simsiam().compile(optimizer=keras.optimizers.SGD(0.1))  # a constant lr is always fixed: fine
 
 
-def test_fixed_random_and_absent_predictor():
+def fixed_predictor_in_numpy(model, z):
+    """h(z) of the paper's fixed random predictor in training: Linear -> BN with the batch's moments -> ReLU ->
+    Linear + bias, in float64."""
+    w1, gamma, beta, _, _, w2, b2 = [np.asarray(w, np.float64) for w in model.predictor.get_weights()]
+    h = z @ w1
+    h = (h - h.mean(0)) / np.sqrt(h.var(0) + 1.001e-5) * gamma + beta
+    return np.maximum(h, 0) @ w2 + b2
+
+
+def test_fixed_random_predictor_keeps_its_weights_and_normalises_with_batch_statistics():
+    keras.utils.set_random_seed(3)
     fixed = compiled(tiny_simsiam(predictor="fixed_random"))
-    before = [w.copy() for w in fixed.predictor.get_weights()]
+    assert not fixed.predictor.trainable_variables and fixed.predictor.trainable
+    z = np.random.default_rng(0).normal(2.0, 3.0, (8, 32)).astype(np.float32)
+    np.testing.assert_allclose(fixed.predictor(z, training=True).numpy(), fixed_predictor_in_numpy(fixed, z),
+                               rtol=1e-4, atol=1e-4)
+    before = [v.numpy().copy() for v in fixed.predictor.weights if "moving" not in v.path]
+    backbone_before = [w.copy() for w in fixed.backbone.get_weights()]
     fixed.fit(tf.data.Dataset.from_tensors(views()).repeat(2), verbose=0)
-    # kernels stay; BN moving statistics of a frozen layer are not updated in Keras either
-    for a, b in zip(before, fixed.predictor.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    for a, v in zip(before, [v for v in fixed.predictor.weights if "moving" not in v.path]):
+        np.testing.assert_array_equal(a, v.numpy())  # kernels, bias, gamma, beta: as initialised
+    assert any(not np.array_equal(a, b) for a, b in zip(backbone_before, fixed.backbone.get_weights()))
+    # its BN was in training mode: the moving statistics moved (as PyTorch's running stats in train())
+    assert not np.allclose(fixed.predictor.get_layer("bn1").moving_variance.numpy(), 1.0)
+
+
+def test_absent_predictor():
     none = compiled(tiny_simsiam(predictor="none"))
     assert none.predictor is None
     none.fit(tf.data.Dataset.from_tensors(views()).repeat(2), verbose=0)

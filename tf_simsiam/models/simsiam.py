@@ -50,7 +50,6 @@ class SimSiam(TwoViewModel):
         self.predictor = None
         if predictor != "none":
             self.predictor = heads.predictor(proj_dim, pred_dim, bn=pred_bn, sync_bn=sync_bn)
-            self.predictor.trainable = predictor == "mlp"
         self.stop_gradient = bool(stop_gradient)
         self.symmetric = bool(symmetric)
         if similarity not in losses.SIMILARITIES:
@@ -62,6 +61,13 @@ class SimSiam(TwoViewModel):
                             fix_predictor_lr=self.fix_predictor_lr, proj_bn=proj_bn, pred_bn=pred_bn,
                             sync_bn=sync_bn, similarity=similarity, proj_bn_affine=bool(proj_bn_affine))
         self.build(backbone.input_shape)
+        if predictor == "fixed_random":
+            # The paper's fixed random h keeps its initial weights, while its BN still normalises with the
+            # batch's statistics in training, as a PyTorch module in train() mode whose parameters have
+            # requires_grad=False. A Keras layer set to trainable=False would run its BN in inference mode
+            # instead (with the initial moving statistics, BN the identity), so the variables are frozen one by one.
+            for variable in self.predictor.trainable_variables:
+                variable.trainable = False
 
     def build(self, input_shape):
         features = self.backbone.output_shape[-1]
