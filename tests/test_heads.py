@@ -60,6 +60,24 @@ def test_affine_output_bn_lets_z_leave_zero_mean():
 def test_affine_output_needs_an_output_bn():
     with pytest.raises(ValueError, match="proj_bn_affine needs proj_bn='all'"):
         heads.projector(8, 2, bn="hidden", affine_output=True)
+    with pytest.raises(ValueError, match="pred_bn_affine needs pred_bn='all'"):
+        heads.predictor(8, 4, bn="hidden", affine_output=True)
+
+
+def test_predictor_output_bn_with_and_without_scale_and_shift():
+    x = np.random.default_rng(1).normal(size=(32, 8)).astype("float32")
+    plain = heads.predictor(8, 4, bn="all")
+    np.testing.assert_allclose(plain(x, training=True).numpy().mean(0), 0, atol=1e-5)
+    assert not plain.layers[-1].scale and not plain.layers[-1].center
+    affine = heads.predictor(8, 4, bn="all", affine_output=True)
+    affine(x, training=True)
+    out_bn = affine.layers[-1]
+    assert out_bn.center and out_bn.scale
+    out_bn.gamma.assign(np.full(8, 2.0, "float32"))
+    out_bn.beta.assign(np.arange(8, dtype="float32"))
+    p = affine(x, training=True).numpy()
+    np.testing.assert_allclose(p.mean(0), np.arange(8), atol=1e-4)  # the shift moves the batch mean
+    np.testing.assert_allclose(p.std(0), 2.0, rtol=1e-2)  # the scale sets the batch std
 
 
 def test_bn_uses_pytorch_defaults_and_sync_option():

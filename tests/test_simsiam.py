@@ -182,3 +182,12 @@ def test_proj_bn_affine_reaches_the_projector_and_is_validated():
     assert not tiny_simsiam().projector.layers[-1].scale
     with pytest.raises(ValueError, match="--proj_bn_affine needs --proj_bn=all"):
         PretrainConfig(proj_bn="hidden", proj_bn_affine=True).validate()
+
+
+def test_pred_bn_affine_reaches_the_predictor_and_is_validated():
+    from tf_simsiam.pretrain import PretrainConfig
+    model = tiny_simsiam(pred_bn="all", pred_bn_affine=True)
+    assert model.predictor.layers[-1].scale and model.get_config()["pred_bn_affine"] is True
+    assert not tiny_simsiam(pred_bn="all").predictor.layers[-1].scale
+    with pytest.raises(ValueError, match="--pred_bn_affine needs --pred_bn=all"):
+        PretrainConfig(pred_bn="hidden", pred_bn_affine=True).validate()

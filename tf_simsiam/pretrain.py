@@ -52,6 +52,7 @@ class PretrainConfig:
     proj_bn: str = "all"  # none | hidden | all
     pred_bn: str = "hidden"
     proj_bn_affine: bool = False  # the official code: no scale/shift in the projector's output BN
+    pred_bn_affine: bool = False  # with pred_bn=all: a scale/shift in the predictor's output BN
     similarity: str = "cosine"  # cosine | cross_entropy
     symmetric: bool = True
     temperature: float = 0.5  # SimCLR's NT-Xent
@@ -84,7 +85,8 @@ class PretrainConfig:
     export_dir: str = ""  # "": MODEL_DIR/export
 
     # settings that must match for a model_dir to be resumed
-    MODEL_KEYS = ("stop_gradient", "predictor", "proj_bn", "pred_bn", "proj_bn_affine", "similarity", "symmetric",
+    MODEL_KEYS = ("stop_gradient", "predictor", "proj_bn", "pred_bn", "proj_bn_affine", "pred_bn_affine",
+                  "similarity", "symmetric",
                   "method", "temperature", "optimizer", "lr_scaling", "color_strength", "dataset", "image_size",
                   "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
                   "batch_size", "epochs", "steps_per_epoch", "base_lr", "weight_decay", "momentum",
@@ -123,6 +125,9 @@ class PretrainConfig:
         if self.proj_bn_affine and self.proj_bn != "all":
             raise ValueError(f"--proj_bn_affine needs --proj_bn=all (a BN at the projector output), "
                              f"got --proj_bn={self.proj_bn}")
+        if self.pred_bn_affine and self.pred_bn != "all":
+            raise ValueError(f"--pred_bn_affine needs --pred_bn=all (a BN at the predictor output), "
+                             f"got --pred_bn={self.pred_bn}")
         if self.similarity not in ("cosine", "cross_entropy"):
             raise ValueError(f"--similarity must be cosine or cross_entropy, got {self.similarity!r}")
         if self.temperature <= 0:
@@ -204,7 +209,8 @@ def build_model(config, enc_config, steps_per_epoch, sync_bn=False):
                         proj_layers=config.proj_layers, fix_predictor_lr=config.fix_pred_lr, sync_bn=sync_bn,
                         augment=augment, stop_gradient=config.stop_gradient, predictor=config.predictor,
                         proj_bn=config.proj_bn, pred_bn=config.pred_bn, similarity=config.similarity,
-                        symmetric=config.symmetric, proj_bn_affine=config.proj_bn_affine)
+                        symmetric=config.symmetric, proj_bn_affine=config.proj_bn_affine,
+                        pred_bn_affine=config.pred_bn_affine)
     optimizer = optim.pretrain_optimizer(
         config.optimizer_name(), config.batch_size, config.epochs * steps_per_epoch, base_lr=config.base_lr,
         momentum=config.momentum, weight_decay=config.weight_decay,

@@ -53,6 +53,8 @@ flags.DEFINE_bool("proj_bn_affine", D.proj_bn_affine, "A learned scale and shift
                   "output BN, PyTorch's default BatchNorm1d as the paper's text reads; the official code has none, "
                   "which keeps z at zero mean per channel (no constant collapse possible).")
 flags.DEFINE_enum("pred_bn", D.pred_bn, ["none", "hidden", "all"], "BN in the predictor (the paper: hidden).")
+flags.DEFINE_bool("pred_bn_affine", D.pred_bn_affine, "With --pred_bn=all: a learned scale and shift in the "
+                  "predictor's output BN (PyTorch's default BatchNorm1d; the paper gives no code for this variant).")
 flags.DEFINE_enum("similarity", D.similarity, ["cosine", "cross_entropy"], "SimSiam's D: negative cosine or the "
                   "softmax cross-entropy variant (the paper's Table 4).")
 flags.DEFINE_bool("symmetric", D.symmetric, "SimSiam's symmetrised loss (off: D(p1, sg(z2)) only, Table 5).")

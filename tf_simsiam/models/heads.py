@@ -59,17 +59,20 @@ def projector(proj_dim=2048, proj_layers=3, bn="all", sync_bn=False, affine_outp
     return keras.Sequential(layers, name=name)
 
 
-def predictor(proj_dim=2048, pred_dim=512, bn="hidden", sync_bn=False, name="predictor"):
-    """The prediction MLP h: z -> p, a bottleneck of width pred_dim."""
+def predictor(proj_dim=2048, pred_dim=512, bn="hidden", sync_bn=False, affine_output=False, name="predictor"):
+    """The prediction MLP h: z -> p, a bottleneck of width pred_dim. With bn="all" (Table 3's "unstable" variant,
+    not in the official code) `affine_output` gives the output BN a scale and shift, PyTorch's default."""
     _check_positive(proj_dim=proj_dim, pred_dim=pred_dim)
     _check_bn("pred_bn", bn)
+    if affine_output and bn != "all":
+        raise ValueError(f"pred_bn_affine needs pred_bn='all' (a BN at the predictor output), got {bn!r}")
     layers = [_linear(pred_dim, use_bias=bn == "none", name="linear1")]
     if bn != "none":
         layers.append(batch_norm(sync_bn, name="bn1"))
     layers.append(keras.layers.ReLU(name="relu1"))
     layers.append(_linear(proj_dim, use_bias=bn != "all", name="linear2"))
     if bn == "all":
-        layers.append(batch_norm(sync_bn, affine=False, name="bn2"))
+        layers.append(batch_norm(sync_bn, affine=bool(affine_output), name="bn2"))
     return keras.Sequential(layers, name=name)
 
 

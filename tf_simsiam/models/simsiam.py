@@ -34,6 +34,7 @@ class SimSiam(TwoViewModel):
       proj_bn, pred_bn: where the heads have BN: "all", "hidden" or "none" (Table 3).
       proj_bn_affine: a learned scale and shift in the projector's output BN (PyTorch's default; the official
         code has none, so z keeps zero mean per channel and cannot become one constant vector).
+      pred_bn_affine: with pred_bn="all", a learned scale and shift in the predictor's output BN (PyTorch's default).
       sync_bn: synchronized BN in the heads (the backbone gets its own `sync_bn` argument).
       augment: an optional tf_simsiam.data.augment.TwoViews layer; batches of images (B, H, W, C) are then
         turned into two views inside the train step, on the accelerator (`--augment_on=device`).
@@ -41,7 +42,8 @@ class SimSiam(TwoViewModel):
 
     def __init__(self, backbone, proj_dim=2048, pred_dim=512, proj_layers=3, stop_gradient=True,
                  predictor="mlp", symmetric=True, fix_predictor_lr=True, proj_bn="all", pred_bn="hidden",
-                 sync_bn=False, augment=None, similarity="cosine", proj_bn_affine=False, name="simsiam", **kwargs):
+                 sync_bn=False, augment=None, similarity="cosine", proj_bn_affine=False, pred_bn_affine=False, name="simsiam",
+                 **kwargs):
         super().__init__(backbone, augment=augment, name=name, **kwargs)
         if predictor not in ("mlp", "none", "fixed_random"):
             raise ValueError(f"predictor must be 'mlp', 'none' or 'fixed_random', got {predictor!r}")
@@ -49,7 +51,8 @@ class SimSiam(TwoViewModel):
                                          affine_output=proj_bn_affine)
         self.predictor = None
         if predictor != "none":
-            self.predictor = heads.predictor(proj_dim, pred_dim, bn=pred_bn, sync_bn=sync_bn)
+            self.predictor = heads.predictor(proj_dim, pred_dim, bn=pred_bn, sync_bn=sync_bn,
+                                             affine_output=pred_bn_affine)
         self.stop_gradient = bool(stop_gradient)
         self.symmetric = bool(symmetric)
         if similarity not in losses.SIMILARITIES:
@@ -59,7 +62,8 @@ class SimSiam(TwoViewModel):
         self._config = dict(proj_dim=proj_dim, pred_dim=pred_dim, proj_layers=proj_layers,
                             stop_gradient=self.stop_gradient, predictor=predictor, symmetric=self.symmetric,
                             fix_predictor_lr=self.fix_predictor_lr, proj_bn=proj_bn, pred_bn=pred_bn,
-                            sync_bn=sync_bn, similarity=similarity, proj_bn_affine=bool(proj_bn_affine))
+                            sync_bn=sync_bn, similarity=similarity, proj_bn_affine=bool(proj_bn_affine),
+                            pred_bn_affine=bool(pred_bn_affine))
         self.build(backbone.input_shape)
         if predictor == "fixed_random":
             # The paper's fixed random h keeps its initial weights, while its BN still normalises with the
