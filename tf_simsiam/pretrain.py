@@ -86,9 +86,8 @@ class PretrainConfig:
 
     # settings that must match for a model_dir to be resumed
     MODEL_KEYS = ("stop_gradient", "predictor", "proj_bn", "pred_bn", "proj_bn_affine", "pred_bn_affine",
-                  "similarity", "symmetric",
-                  "method", "temperature", "optimizer", "lr_scaling", "color_strength", "dataset", "image_size",
-                  "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
+                  "similarity", "symmetric", "method", "temperature", "optimizer", "lr_scaling", "color_strength",
+                  "dataset", "image_size", "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
                   "batch_size", "epochs", "steps_per_epoch", "base_lr", "weight_decay", "momentum",
                   "warmup_epochs", "seed", "augment", "crop_min_scale")
 

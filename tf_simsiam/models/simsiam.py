@@ -42,8 +42,8 @@ class SimSiam(TwoViewModel):
 
     def __init__(self, backbone, proj_dim=2048, pred_dim=512, proj_layers=3, stop_gradient=True,
                  predictor="mlp", symmetric=True, fix_predictor_lr=True, proj_bn="all", pred_bn="hidden",
-                 sync_bn=False, augment=None, similarity="cosine", proj_bn_affine=False, pred_bn_affine=False, name="simsiam",
-                 **kwargs):
+                 sync_bn=False, augment=None, similarity="cosine", proj_bn_affine=False, pred_bn_affine=False,
+                 name="simsiam", **kwargs):
         super().__init__(backbone, augment=augment, name=name, **kwargs)
         if predictor not in ("mlp", "none", "fixed_random"):
             raise ValueError(f"predictor must be 'mlp', 'none' or 'fixed_random', got {predictor!r}")
