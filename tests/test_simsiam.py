@@ -103,6 +103,28 @@ def test_absent_predictor():
     none.fit(tf.data.Dataset.from_tensors(views()).repeat(2), verbose=0)
 
 
+def test_without_a_predictor_stop_gradient_halves_the_gradient_of_the_loss_without_it():
+    """The paper, Sec. 4.2: with h the identity, the symmetric loss with stop-gradient has the gradient of
+    D(z1, z2) scaled by 1/2, i.e. the run without stop-gradient at half the learning rate."""
+    keras.utils.set_random_seed(5)
+    with_sg = tiny_simsiam(predictor="none")
+    without_sg = tiny_simsiam(predictor="none", stop_gradient=False)
+    without_sg.set_weights(with_sg.get_weights())
+    x1, x2 = views(seed=1)[:, 0], views(seed=1)[:, 1]
+
+    def gradients(model):
+        with tf.GradientTape() as tape:
+            loss, _, _ = model.objective(x1, x2)
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    (loss_sg, g_sg), (loss_no, g_no) = gradients(with_sg), gradients(without_sg)
+    np.testing.assert_allclose(float(loss_sg), float(loss_no), rtol=1e-6)
+    assert len(g_sg) == len(with_sg.backbone.trainable_variables) + len(with_sg.projector.trainable_variables)
+    for a, b in zip(g_sg, g_no):
+        np.testing.assert_allclose(a.numpy(), 0.5 * b.numpy(), rtol=1e-3, atol=1e-7)
+    assert max(float(tf.reduce_max(tf.abs(b))) for b in g_no) > 1e-4
+
+
 def test_accepts_a_pair_of_views():
     model = compiled(tiny_simsiam())
     x = views()
