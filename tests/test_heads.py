@@ -57,6 +57,24 @@ def test_affine_output_bn_lets_z_leave_zero_mean():
     np.testing.assert_allclose(z, np.tile(beta, (32, 1)), atol=1e-6)  # every sample at one point
 
 
+def test_projector_sees_only_the_pattern_of_the_features_differences():
+    """In training the projector's first BN removes the batch mean and the scale of the backbone's features, so z
+    (and the loss) is the same for features that bunch 10 times tighter around a far-off point (up to BN's eps):
+    nothing in the loss drives a collapsing backbone on to one point (README, "Does the paper hold?")."""
+    f = np.random.default_rng(1).normal(size=(32, 10))
+    bunched = (5.0 + 0.1 * (f - f.mean(0))).astype("float32")
+    projector = heads.projector(8, 2)
+    z, z_bunched = projector(f.astype("float32"), training=True), projector(bunched, training=True)
+    np.testing.assert_allclose(z_bunched.numpy(), z.numpy(), atol=5e-3)
+    assert np.abs(z.numpy()).max() > 0.5
+    without_bn = heads.projector(8, 2, bn="none")  # Table 3's "no BN": the bunch shows in z
+    moved = without_bn(bunched, training=True).numpy() - without_bn(f.astype("float32"), training=True).numpy()
+    assert np.abs(moved).max() > 0.1
+    # in inference mode (moving statistics) the two differ: the invariance is the batch statistics'
+    moving = projector(bunched, training=False).numpy() - projector(f.astype("float32"), training=False).numpy()
+    assert np.abs(moving).max() > 0.1
+
+
 def test_affine_output_needs_an_output_bn():
     with pytest.raises(ValueError, match="proj_bn_affine needs proj_bn='all'"):
         heads.projector(8, 2, bn="hidden", affine_output=True)
