@@ -63,15 +63,16 @@ def test_projector_sees_only_the_pattern_of_the_features_differences():
     nothing in the loss drives a collapsing backbone on to one point (README, "Does the paper hold?")."""
     f = np.random.default_rng(1).normal(size=(32, 10))
     bunched = (5.0 + 0.1 * (f - f.mean(0))).astype("float32")
+    f = f.astype("float32")
     projector = heads.projector(8, 2)
-    z, z_bunched = projector(f.astype("float32"), training=True), projector(bunched, training=True)
+    z, z_bunched = projector(f, training=True), projector(bunched, training=True)
     np.testing.assert_allclose(z_bunched.numpy(), z.numpy(), atol=5e-3)
     assert np.abs(z.numpy()).max() > 0.5
     without_bn = heads.projector(8, 2, bn="none")  # Table 3's "no BN": the bunch shows in z
-    moved = without_bn(bunched, training=True).numpy() - without_bn(f.astype("float32"), training=True).numpy()
+    moved = without_bn(bunched, training=True).numpy() - without_bn(f, training=True).numpy()
     assert np.abs(moved).max() > 0.1
     # in inference mode (moving statistics) the two differ: the invariance is the batch statistics'
-    moving = projector(bunched, training=False).numpy() - projector(f.astype("float32"), training=False).numpy()
+    moving = projector(bunched, training=False).numpy() - projector(f, training=False).numpy()
     assert np.abs(moving).max() > 0.1
 
 

@@ -17,13 +17,15 @@ def compiled(model, steps=100, **compile_kwargs):
     return model
 
 
-def backbone_gradients(model, x):
-    x1, x2 = x[:, 0], x[:, 1]
+def loss_and_gradients(model, x, variables=None):
+    """The training loss of a batch of view pairs and its gradients (by default for every trainable variable)."""
     with tf.GradientTape() as tape:
-        p1, p2, z1, z2 = model.forward(x1, x2)
-        from tf_simsiam import losses
-        loss = losses.simsiam_loss(p1, p2, z1, z2, stop_gradient=model.stop_gradient)
-    return tape.gradient(loss, model.backbone.trainable_variables)
+        loss, _, _ = model.objective(x[:, 0], x[:, 1])
+    return loss, tape.gradient(loss, model.trainable_variables if variables is None else variables)
+
+
+def backbone_gradients(model, x):
+    return loss_and_gradients(model, x, model.backbone.trainable_variables)[1]
 
 
 def test_model_is_built_at_construction_and_returns_backbone_features(tmp_path):
@@ -110,14 +112,8 @@ def test_without_a_predictor_stop_gradient_halves_the_gradient_of_the_loss_witho
     with_sg = tiny_simsiam(predictor="none")
     without_sg = tiny_simsiam(predictor="none", stop_gradient=False)
     without_sg.set_weights(with_sg.get_weights())
-    x1, x2 = views(seed=1)[:, 0], views(seed=1)[:, 1]
-
-    def gradients(model):
-        with tf.GradientTape() as tape:
-            loss, _, _ = model.objective(x1, x2)
-        return loss, tape.gradient(loss, model.trainable_variables)
-
-    (loss_sg, g_sg), (loss_no, g_no) = gradients(with_sg), gradients(without_sg)
+    x = views(seed=1)
+    (loss_sg, g_sg), (loss_no, g_no) = loss_and_gradients(with_sg, x), loss_and_gradients(without_sg, x)
     np.testing.assert_allclose(float(loss_sg), float(loss_no), rtol=1e-6)
     assert len(g_sg) == len(with_sg.backbone.trainable_variables) + len(with_sg.projector.trainable_variables)
     for a, b in zip(g_sg, g_no):
