@@ -19,7 +19,14 @@ def test_verdict_and_claims():
     assert ablations.verdict(0.001, 0.5, 64)[0] == "collapse"  # z_std far below 1/sqrt(64) = 0.125
     assert ablations.verdict(0.12, 0.11, 64) == ("collapse", "kNN")
     assert ablations.verdict(0.12, 0.7, 64) == ("works", "")
-    assert ablations.verdict(0.12, 0.5, 64, untrained_knn=0.45)[0] == "fails"  # learned nothing, not collapsed
+    assert ablations.verdict(0.12, 0.5, 64, untrained_knn=0.45) == (  # learned nothing, not collapsed
+        "fails", "kNN near the untrained network's")
+    assert ablations.verdict(0.12, 0.25, 64, untrained_knn=0.45) == ("fails", "kNN under the untrained network's")
+    # the paper's fixed random predictor: not collapsed, the loss remains high although the kNN rose
+    assert ablations.verdict(0.05, 0.6, 64, untrained_knn=0.45, final_loss=-0.3) == ("fails", "loss stays high")
+    assert ablations.verdict(0.05, 0.6, 64, untrained_knn=0.45, final_loss=-0.9) == ("works", "")
+    assert ablations.verdict(0.05, 0.5, 64, untrained_knn=0.45, final_loss=-0.3) == (
+        "fails", "loss stays high and kNN near the untrained network's")
     assert ablations.verdict(0.12, 0.7, 64, untrained_knn=0.45) == ("works", "")
     # z_std held up by BN, but the backbone maps every image to one direction: a collapse, not a failure
     assert ablations.verdict(0.12, 0.3, 64, untrained_knn=0.45, feature_std=0.001,

@@ -1,7 +1,9 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from tf_simsiam import losses
 from tf_simsiam.models import heads
 
 
@@ -74,6 +76,36 @@ def test_projector_sees_only_the_pattern_of_the_features_differences():
     # in inference mode (moving statistics) the two differ: the invariance is the batch statistics'
     moving = projector(bunched, training=False).numpy() - projector(f, training=False).numpy()
     assert np.abs(moving).max() > 0.1
+
+
+def test_the_collapse_the_official_projector_allows_keeps_one_image_per_batch_apart():
+    """With the output BN without scale and shift, a backbone that maps every image to one point gives z = 0 and a
+    loss of 0, not the -1 of a constant output. The low end the loss can reach is z on one point for every image
+    but one, which sits opposite (z_std on its floor of 2 sqrt(B-1)/B x mean |u_j|), and -1 needs that image to be
+    the same in both views: the backbone has to keep telling images apart (README, "Does the paper hold?")."""
+    batch = 32
+    point = np.random.default_rng(2).normal(size=(1, 10))
+    same = np.tile(point, (batch, 1)).astype("float32")
+    projector = heads.projector(8, 2)
+    z = projector(same, training=True)
+    np.testing.assert_allclose(z.numpy(), 0, atol=1e-6)  # up to the rounding of the batch mean
+    assert float(losses.simsiam_loss(z, z, z, z, stop_gradient=False)) == pytest.approx(0, abs=1e-5)
+
+    def with_outlier(image):
+        features = same.copy()
+        features[image] += 3.0
+        return projector(features, training=True)
+
+    z1, z2 = with_outlier(0), with_outlier(1)  # the backbone singles out image 0 in one view, image 1 in the other
+    u = tf.math.l2_normalize(z1, axis=-1).numpy()
+    np.testing.assert_allclose(u[1:], np.tile(u[1], (batch - 1, 1)), atol=1e-5)  # all others at one point
+    np.testing.assert_allclose(u[0], -u[1], atol=1e-5)  # the one left out sits opposite
+    floor = 2 * np.sqrt(batch - 1) / batch * np.abs(u[1]).mean()
+    np.testing.assert_allclose(float(losses.std_of_l2_normalized(z1)), floor, rtol=1e-4)
+    # no predictor (h = identity), no stop-gradient: D(z1, z2) is -1 only for the same image left out in both views
+    assert float(losses.simsiam_loss(z1, z1, z1, z1, stop_gradient=False)) == pytest.approx(-1, abs=1e-5)
+    np.testing.assert_allclose(float(losses.simsiam_loss(z1, z2, z1, z2, stop_gradient=False)),
+                               -(batch - 4) / batch, atol=1e-5)
 
 
 def test_affine_output_needs_an_output_bn():

@@ -51,7 +51,8 @@ ORDER = ("stopgrad", "predictor", "batch", "bn", "similarity", "symmetry")
 # network's (the backbone: without the projector BN's shift, z_std cannot fall below 2 sqrt(B-1)/B / sqrt(d), 0.25 at
 # batch 64, and a collapse may show there instead), or kNN within 10 points of chance
 COLLAPSE_FRACTION = 0.25
-FAIL_MARGIN = 0.10  # failed without collapse: kNN within 10 points of the untrained network's
+FAIL_MARGIN = 0.10  # failed without collapse: kNN less than 10 points above the untrained network's,
+CONVERGED_LOSS = -0.5  # or the cosine loss ends above -0.5 (the paper's "does not converge, the loss remains high")
 
 flags.DEFINE_enum("suite", "stopgrad", list(ORDER) + ["all"], "Which ablations to run.")
 flags.DEFINE_integer("budget", 20, "Training epochs of each variant, in epochs of the base recipe "
@@ -133,8 +134,8 @@ def read_run(run_dir):
             for key in epochs:
                 epochs[key].append(float(row[key]) if row.get(key) else None)
     with open(os.path.join(run_dir, "config.json")) as f:
-        proj_dim = json.load(f)["proj_dim"]
-    return result, epochs, proj_dim
+        config = json.load(f)
+    return result, epochs, config
 
 
 def _last(values):
@@ -142,10 +143,11 @@ def _last(values):
     return values[-1] if values else None
 
 
-def verdict(z_std, knn, proj_dim, classes=10, untrained_knn=None, feature_std=None, untrained_feature_std=None):
+def verdict(z_std, knn, proj_dim, classes=10, untrained_knn=None, feature_std=None, untrained_feature_std=None,
+            final_loss=None):
     """("collapse", why) when z_std, the backbone's feature_std or the kNN says so; ("fails", why) when the run did
-    not collapse but its kNN did not rise clearly above the untrained network's (nothing learned); else
-    ("works", "")."""
+    not collapse but its cosine loss stayed high (final_loss, None for another similarity) or its kNN did not rise
+    clearly above the untrained network's (nothing learned, or worse); else ("works", "")."""
     signals = []
     if z_std is not None and z_std < COLLAPSE_FRACTION / math.sqrt(proj_dim):
         signals.append("z_std")
@@ -155,9 +157,12 @@ def verdict(z_std, knn, proj_dim, classes=10, untrained_knn=None, feature_std=No
         signals.append("kNN")
     if signals:
         return "collapse", " and ".join(signals)
+    if final_loss is not None and final_loss > CONVERGED_LOSS:
+        signals.append("loss stays high")
     if knn is not None and untrained_knn is not None and knn < untrained_knn + FAIL_MARGIN:
-        return "fails", "kNN near the untrained network's"
-    return "works", ""
+        signals.append("kNN " + ("under" if knn <= untrained_knn - FAIL_MARGIN else "near")
+                       + " the untrained network's")
+    return ("fails", " and ".join(signals)) if signals else ("works", "")
 
 
 def held(suite, rows):
@@ -272,11 +277,13 @@ def train_and_read(overrides, seeds, base_seed):
     for seed, key, extra in seed_runs(overrides, seeds, base_seed, FLAGS.set):
         run_dir = os.path.join(FLAGS.output_dir, key)
         status = run_variant(run_dir, overrides, FLAGS.budget, FLAGS.flagfile_base, extra)
-        result, epochs, proj_dim = read_run(run_dir)
-        feature_std = _last(epochs["feature_std"])
+        result, epochs, config = read_run(run_dir)
+        proj_dim, feature_std = config["proj_dim"], _last(epochs["feature_std"])
+        cosine = config.get("method", "simsiam") == "simsiam" and config.get("similarity", "cosine") == "cosine"
         outcome, why = verdict(result["final_z_std"], result["knn_top1"], proj_dim,
                                untrained_knn=result.get("untrained_knn_top1"), feature_std=feature_std,
-                               untrained_feature_std=result.get("untrained_feature_std"))
+                               untrained_feature_std=result.get("untrained_feature_std"),
+                               final_loss=result["final_loss"] if cosine else None)
         runs.append({"seed": seed, "run_dir": run_dir, "status": status, "knn": result["knn_top1"],
                      "z_std": result["final_z_std"], "feature_std": feature_std, "outcome": outcome, "why": why,
                      "steps": result["epochs"] * result["steps_per_epoch"], "final_loss": result["final_loss"],
@@ -295,9 +302,10 @@ def table_lines(table, seeds, proj_dim):
                 f"brackets, and the verdict counts the seeds (mixed: they disagree)" if several else "")
              + f"; collapsed: final z_std < {COLLAPSE_FRACTION}/sqrt(d) = {COLLAPSE_FRACTION / math.sqrt(proj_dim):.4f}"
              f", or final feature_std < {COLLAPSE_FRACTION} of the untrained network's, or kNN within 10 points of "
-             f"chance; failed: not collapsed, kNN within 10 points of the untrained network's. Paper: ImageNet linear "
-             f"top-1 (%). feature_std: z_std's statistic on the backbone's "
-             f"features of the kNN test images (0: every image maps to one direction)." + _references(table), ""]
+             f"chance; failed: not collapsed, cosine loss above {CONVERGED_LOSS} or kNN less than 10 points above the "
+             f"untrained network's. Paper: ImageNet linear top-1 (%). feature_std: z_std's statistic on the "
+             f"backbone's features of the kNN test images (0: every image maps to one direction)."
+             + _references(table), ""]
     for suite, rows, claim in table:
         lines += [f"### {suite} (the paper's claim held: {claim})", "",
                   "| variant | steps | final loss | kNN top-1 | final z_std | feature_std | ours | paper "
@@ -352,7 +360,8 @@ def main(argv):
         json.dump({"budget_epochs": FLAGS.budget, "base": FLAGS.flagfile_base, "set": FLAGS.set, "seeds": seeds,
                    "collapse_rule": f"z_std < {COLLAPSE_FRACTION}/sqrt(d) or feature_std < {COLLAPSE_FRACTION} x the "
                                     f"untrained network's or kNN < chance + 10 points",
-                   "fail_rule": "not collapsed, kNN < the untrained network's + 10 points",
+                   "fail_rule": f"not collapsed, cosine loss > {CONVERGED_LOSS} or kNN < the untrained network's + "
+                                f"10 points",
                    "rows": [r for _, rows, _ in table for r in rows], "per_epoch": raw}, f, indent=1)
     lines = table_lines(table, seeds, proj_dim)
     with open(os.path.join(FLAGS.output_dir, "ablations.md"), "w") as f:
