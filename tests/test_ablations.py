@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from absl.testing import flagsaver
 
 from tf_simsiam import ablations
 
@@ -89,6 +90,19 @@ def test_seeds_name_their_runs_and_a_second_way_to_set_the_seed_is_refused():
     assert list(ablations.seed_runs({}, [1], 0, [])) == [(1, "seed-1", ["seed=1"])]
 
 
+def test_each_suite_has_its_own_budget_unless_one_is_given():
+    if not ablations.FLAGS.is_parsed():
+        ablations.FLAGS(["ablations"])
+    with flagsaver.flagsaver(budget=None, output_dir="out"):
+        # the stop-gradient suite trains four times longer than the others
+        assert [ablations.budget_of(s) for s in ablations.ORDER] == [80, 20, 20, 20, 20, 20]
+        # a variant shared by suites of two budgets (the baseline) runs once per budget, in that budget's folder
+        assert ablations.run_dir_of(80, "default") == os.path.join("out", "epochs-80", "default")
+        assert ablations.run_dir_of(20, "default") == os.path.join("out", "epochs-20", "default")
+    with flagsaver.flagsaver(budget=5):
+        assert {ablations.budget_of(s) for s in ablations.ORDER} == {5}
+
+
 def _run(seed, knn, outcome, why=""):
     return {"seed": seed, "knn": knn, "z_std": 0.01, "feature_std": 0.002, "final_loss": -0.9, "pixels_knn": 0.7,
             "untrained_knn": 0.45, "untrained_feature_std": 0.02, "steps": 100, "train_seconds": 10.0,
@@ -123,6 +137,7 @@ def test_stopgrad_suite_writes_table_plots_json_and_resumes(tmp_path):
     assert "| baseline (predictor lr fixed) |" in table
     data = json.loads((tmp_path / "ablations.json").read_text())
     assert {r["variant"] for r in data["rows"]} == {"baseline (predictor lr fixed)", "no stop-gradient"}
+    assert data["budget_epochs"] == {"stopgrad": 2} and "### stopgrad (2 epochs;" in table
     assert all(len(curve["z_std"]) == 2 and len(curve["feature_std"]) == 2 for curve in data["per_epoch"].values())
     assert all(0 < r["feature_std"] < 1 and 0 < r["untrained_feature_std"] < 1 for r in data["rows"])
     for plot in ("zstd.png", "loss.png", "knn.png", "feature_std.png"):
@@ -131,8 +146,9 @@ def test_stopgrad_suite_writes_table_plots_json_and_resumes(tmp_path):
     # means, ranges and counts
     second = subprocess.run(cmd + ["--seeds=0,1"], capture_output=True, text=True, cwd=ROOT)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("tf_simsiam.train") == 2 and (tmp_path / "seed-1_stop_gradient-False").is_dir()
-    assert "--model_dir=" + str(tmp_path / "default") not in second.stdout
+    runs = tmp_path / "epochs-2"  # the runs of one budget share a folder
+    assert second.stdout.count("tf_simsiam.train") == 2 and (runs / "seed-1_stop_gradient-False").is_dir()
+    assert "--model_dir=" + str(runs / "default") not in second.stdout
     data = json.loads((tmp_path / "ablations.json").read_text())
     assert data["seeds"] == [0, 1] and [r["status"] for r in data["rows"]] == ["done before, ran"] * 2
     assert [run["status"] for r in data["rows"] for run in r["seeds"]] == ["done before", "ran"] * 2
