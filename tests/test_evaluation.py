@@ -71,6 +71,24 @@ def test_feature_std_is_z_std_of_the_test_features_and_zero_for_a_constant_encod
     assert monitor.evaluate(constant)[1] < 1e-6
 
 
+def test_knn_monitor_traces_its_encoder_once_and_follows_its_training():
+    model = tiny_simsiam()
+    monitor = callbacks.KNNMonitor(split(n=48), split(n=40, seed=1), k=5, batch_size=32)  # full + partial batches
+    monitor.set_model(model)
+    first = monitor.evaluate()
+    features = monitor._features[1]
+    traces = features.experimental_get_tracing_count()
+    assert traces <= 2  # one per batch shape (32, and the remainders 16 and 8 once generalised)
+    assert monitor.evaluate() == first and features.experimental_get_tracing_count() == traces
+    backbone = model.backbone
+    backbone.set_weights([1.5 * w + 0.1 for w in backbone.get_weights()])  # as a train step would
+    fresh = callbacks.KNNMonitor(split(n=48), split(n=40, seed=1), k=5, batch_size=32)
+    np.testing.assert_allclose(monitor.evaluate(backbone), fresh.evaluate(backbone), rtol=1e-6)
+    assert monitor._features[1] is features and features.experimental_get_tracing_count() == traces
+    np.testing.assert_array_equal(evaluation.extract_features(features, split().images, 32),
+                                  evaluation.extract_features(backbone, split().images, 32))
+
+
 def test_knn_monitor_needs_labels():
     with pytest.raises(ValueError, match="labelled"):
         callbacks.KNNMonitor(sources.from_arrays(np.zeros((4, 8, 8, 1))), split())

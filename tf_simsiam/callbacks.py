@@ -36,6 +36,7 @@ class KNNMonitor(keras.callbacks.Callback):
         self.pixel_top1 = None
         self.history = []  # (epoch, top1)
         self.feature_std_history = []  # (epoch, feature_std)
+        self._features = None  # (encoder, its compiled inference function), traced once, not every epoch
 
     def accuracy(self, train_features, test_features):
         return evaluation.knn_accuracy(train_features, self.train.labels, test_features, self.test.labels,
@@ -53,8 +54,11 @@ class KNNMonitor(keras.callbacks.Callback):
         test images of their l2-normalised features, averaged over channels (as z_std for z): 0 when every image
         maps to one direction."""
         encoder = encoder or self.model.backbone
-        test = evaluation.extract_features(encoder, self.test.images, self.batch_size)
-        top1 = self.accuracy(evaluation.extract_features(encoder, self.train.images, self.batch_size), test)
+        if self._features is None or self._features[0] is not encoder:
+            self._features = (encoder, evaluation.inference_features(encoder))
+        features = self._features[1]
+        test = evaluation.extract_features(features, self.test.images, self.batch_size)
+        top1 = self.accuracy(evaluation.extract_features(features, self.train.images, self.batch_size), test)
         return top1, float(losses.std_of_l2_normalized(test))
 
     def on_epoch_end(self, epoch, logs=None):

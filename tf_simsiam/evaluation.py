@@ -22,13 +22,24 @@ from tf_simsiam.data import augment as augment_lib
 from tf_simsiam.data.pipeline import image_batches
 
 
+def inference_features(encoder):
+    """A Keras encoder in inference mode as one compiled function: float [0, 1] image batch -> float32 features.
+
+    Build it once per encoder and hand it to `extract_features` on every later call (a monitor that evaluates
+    every epoch, say): each new function is traced anew, which costs about as much as the features themselves.
+    It reads the encoder's variables when called, so it follows training.
+    """
+    return tf.function(lambda x: tf.cast(encoder(x, training=False), tf.float32), reduce_retracing=True)
+
+
 def extract_features(encoder, images, batch_size=512):
-    """Features (N, D) float32 of uint8 images (N, H, W, C) from a Keras encoder in inference mode.
+    """Features (N, D) float32 of uint8 images (N, H, W, C) from a Keras encoder in inference mode, or from the
+    function `inference_features(encoder)` returned.
 
     The encoder is called directly, on this process's devices, rather than through `predict`: under a
     multi-worker strategy every worker then computes all the features on its own, without collectives.
     """
-    features = tf.function(lambda x: tf.cast(encoder(x, training=False), tf.float32))
+    features = encoder if isinstance(encoder, tf.types.experimental.GenericFunction) else inference_features(encoder)
     return np.concatenate([features(x).numpy() for x in image_batches(images, batch_size)])
 
 
