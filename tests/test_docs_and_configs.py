@@ -1,4 +1,5 @@
-"""The README's model.fit example runs as pasted; every config parses and passes validation."""
+"""The README's model.fit example runs as pasted; every config parses and passes validation; every relative link
+in the Markdown files points to a file and, with an anchor, to one of its headings."""
 
 import glob
 import os
@@ -73,11 +74,37 @@ def github_anchor(heading):
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-@pytest.mark.parametrize("name", ["README.md", os.path.join("export", "README.md")])
-def test_every_link_within_a_readme_points_to_one_of_its_headings(name):
-    with open(os.path.join(ROOT, name)) as f:
-        text = f.read()
-    text_outside_code = re.sub(r"```.*?```", "", text, flags=re.S)
-    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", text_outside_code, re.M)}
-    links = set(re.findall(r"\]\(#([^)]+)\)", text_outside_code))
-    assert not links - anchors, f"{name}: links to no heading: {sorted(links - anchors)}"
+def prose(path):
+    """A Markdown file's text outside its code blocks."""
+    with open(os.path.join(ROOT, path)) as f:
+        return re.sub(r"```.*?```", "", f.read(), flags=re.S)
+
+
+def anchors(path):
+    return {github_anchor(h) for h in re.findall(r"^#+ (.+)$", prose(path), re.M)}
+
+
+MARKDOWN = ["README.md", os.path.join("export", "README.md"), os.path.join("docs", "ablations.md")]
+
+
+@pytest.mark.parametrize("name", MARKDOWN)
+def test_every_relative_link_points_to_a_file_and_one_of_its_headings(name):
+    broken = []
+    for target, anchor in re.findall(r"\]\((?!https?:)([^)#\s]*)(?:#([^)\s]+))?\)", prose(name)):
+        path = os.path.normpath(os.path.join(os.path.dirname(name), target)) if target else name
+        if not os.path.exists(os.path.join(ROOT, path)):
+            broken.append(f"{target}: no such file")
+        elif anchor and anchor not in anchors(path):
+            broken.append(f"{target}#{anchor}: no such heading in {path}")
+    assert not broken, f"{name}: {broken}"
+
+
+def test_the_link_check_finds_a_broken_link(tmp_path, monkeypatch):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("# Top\n[ok](#top) [ok](docs/a.md#part) [bad](docs/a.md#gone) [bad](b.md)\n")
+    (tmp_path / "docs" / "a.md").write_text("## Part\n[ok](../README.md#top) [bad](#top)\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", str(tmp_path))
+    with pytest.raises(AssertionError, match=r"docs/a.md#gone.*b.md: no such file"):
+        test_every_relative_link_points_to_a_file_and_one_of_its_headings("README.md")
+    with pytest.raises(AssertionError, match=r"#top: no such heading in docs/a.md"):
+        test_every_relative_link_points_to_a_file_and_one_of_its_headings(os.path.join("docs", "a.md"))

@@ -62,7 +62,7 @@ def test_affine_output_bn_lets_z_leave_zero_mean():
 def test_projector_sees_only_the_pattern_of_the_features_differences():
     """In training the projector's first BN removes the batch mean and the scale of the backbone's features, so z
     (and the loss) is the same for features that bunch 10 times tighter around a far-off point (up to BN's eps):
-    nothing in the loss drives a collapsing backbone on to one point (README, "Does the paper hold?")."""
+    nothing in the loss drives a collapsing backbone on to one point (docs/ablations.md)."""
     f = np.random.default_rng(1).normal(size=(32, 10))
     bunched = (5.0 + 0.1 * (f - f.mean(0))).astype("float32")
     f = f.astype("float32")
@@ -82,7 +82,7 @@ def test_the_collapse_the_official_projector_allows_keeps_one_image_per_batch_ap
     """With the output BN without scale and shift, a backbone that maps every image to one point gives z = 0 and a
     loss of 0, not the -1 of a constant output. The low end the loss can reach is z on one point for every image
     but one, which sits opposite (z_std on its floor of 2 sqrt(B-1)/B x mean |u_j|), and -1 needs that image to be
-    the same in both views: the backbone has to keep telling images apart (README, "Does the paper hold?")."""
+    the same in both views: the backbone has to keep telling images apart (docs/ablations.md)."""
     batch = 32
     point = np.random.default_rng(2).normal(size=(1, 10))
     same = np.tile(point, (batch, 1)).astype("float32")

@@ -53,9 +53,9 @@ ORDER = ("stopgrad", "predictor", "batch", "bn", "similarity", "symmetry")
 # Each suite's default budget, in epochs of the recipe (100 steps). Without stop-gradient, 2,000 steps collapse the
 # heads at every seed but took the kNN to chance at one seed in five (bfloat16); 8,000 collapse the backbone at every
 # seed tried and take the kNN to chance at most (two seeds of three in float32, four of four in bfloat16).
-# Without a predictor, neither budget makes the collapse certain (README "Does the paper hold?": in float32, 2,000
-# steps collapse four seeds of five; in bfloat16, 8,000 did four of five), so that suite keeps the 2,000 of the suites
-# that compare working variants.
+# Without a predictor, no budget we tried makes the collapse certain (docs/ablations.md: in float32, 2,000, 4,000
+# and 8,000 steps each collapse four seeds of five; in bfloat16, 8,000 did four of five), so that suite keeps the
+# 2,000 of the suites that compare working variants.
 BUDGETS = {"stopgrad": 80, "predictor": 20, "batch": 20, "bn": 20, "similarity": 20, "symmetry": 20}
 # collapsed: final z_std < 0.25 / sqrt(d) (the heads), or the backbone's feature_std < 0.25 of the untrained
 # network's (the backbone: without the projector BN's shift, z_std cannot fall below 2 sqrt(B-1)/B / sqrt(d), 0.25 at
