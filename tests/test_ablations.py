@@ -103,10 +103,21 @@ def test_each_suite_has_its_own_budget_unless_one_is_given():
         assert {ablations.budget_of(s) for s in ablations.ORDER} == {5}
 
 
+def test_z_pc1_is_kept_per_run_and_measured_again_only_for_another_epoch(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "z_pc1.json").write_text(json.dumps({"z_pc1": 0.5, "epoch": 3, "batches": ablations.Z_PC1_BATCHES}))
+    assert ablations.z_pc1_of(str(run), 3) == 0.5  # kept: not measured again
+    # a run of another length must be measured again; with no checkpoint to measure, no figure and a warning
+    assert ablations.z_pc1_of(str(run), 4) is None
+    assert "no z PC1 for" in capsys.readouterr().err
+    assert json.loads((run / "z_pc1.json").read_text())["epoch"] == 3
+
+
 def _run(seed, knn, outcome, why=""):
-    return {"seed": seed, "knn": knn, "z_std": 0.01, "feature_std": 0.002, "final_loss": -0.9, "pixels_knn": 0.7,
-            "untrained_knn": 0.45, "untrained_feature_std": 0.02, "steps": 100, "train_seconds": 10.0,
-            "status": "ran", "outcome": outcome, "why": why}
+    return {"seed": seed, "knn": knn, "z_std": 0.01, "z_pc1": 0.9, "feature_std": 0.002, "final_loss": -0.9,
+            "pixels_knn": 0.7, "untrained_knn": 0.45, "untrained_feature_std": 0.02, "steps": 100,
+            "train_seconds": 10.0, "status": "ran", "outcome": outcome, "why": why}
 
 
 def test_a_variant_over_seeds_is_their_mean_its_range_and_a_count_of_outcomes():
@@ -140,6 +151,10 @@ def test_stopgrad_suite_writes_table_plots_json_and_resumes(tmp_path):
     assert data["budget_epochs"] == {"stopgrad": 2} and "### stopgrad (2 epochs;" in table
     assert all(len(curve["z_std"]) == 2 and len(curve["feature_std"]) == 2 for curve in data["per_epoch"].values())
     assert all(0 < r["feature_std"] < 1 and 0 < r["untrained_feature_std"] < 1 for r in data["rows"])
+    # z PC1, measured once from each run's last checkpoint and kept in its folder
+    assert "| final z_std | z PC1 |" in table and all(0 < r["z_pc1"] <= 1 for r in data["rows"])
+    kept = {path: path.stat().st_mtime_ns for path in tmp_path.glob("epoch*/*/z_pc1.json")}
+    assert len(kept) == 2 and all(json.loads(path.read_text())["epoch"] == 2 for path in kept)
     for plot in ("zstd.png", "loss.png", "knn.png", "feature_std.png"):
         assert (tmp_path / plot).stat().st_size > 1000
     # run again with a second seed: seed 0's finished runs are not trained again, only seed 1's; the table gives
@@ -151,6 +166,8 @@ def test_stopgrad_suite_writes_table_plots_json_and_resumes(tmp_path):
     assert "--model_dir=" + str(runs / "default") not in second.stdout
     data = json.loads((tmp_path / "ablations.json").read_text())
     assert data["seeds"] == [0, 1] and [r["status"] for r in data["rows"]] == ["done before, ran"] * 2
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items())  # not measured again
+    assert len(list(tmp_path.glob("epoch*/*/z_pc1.json"))) == 4
     assert [run["status"] for r in data["rows"] for run in r["seeds"]] == ["done before", "ran"] * 2
     assert [run["seed"] for run in data["rows"][1]["seeds"]] == [0, 1]
     assert set(data["per_epoch"]) == {f"stopgrad: {v} (seed {s})" for s in (0, 1)

@@ -90,3 +90,27 @@ def test_z_std_floor_under_batch_norm_without_affine():
         z = ((h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5)).astype("float32")
         got = float(losses.std_of_l2_normalized(z)) * np.sqrt(dim)
         np.testing.assert_allclose(got, 2 * np.sqrt(batch - 1) / batch, rtol=1e-3)
+
+
+def test_first_component_share_sees_the_dimensional_collapse_z_std_misses():
+    """Under BN without a shift, z = s(x) v (one zero-mean scalar feature s times one direction v) is a collapse onto
+    one line that keeps z_std at about 1/sqrt(d); the first principal component's share of variance is 1 there."""
+    rng = np.random.default_rng(0)
+    batch, dim = 256, 64
+    s = rng.normal(size=batch)
+    h = s[:, None] * rng.uniform(0.5, 2, dim) * rng.choice([-1, 1], dim) + rng.normal(size=dim)
+    z = ((h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5)).astype("float32")
+    assert float(losses.std_of_l2_normalized(z)) * np.sqrt(dim) > 0.9  # z_std: healthy
+    np.testing.assert_allclose(float(losses.first_component_share(z)), 1.0, rtol=1e-6)
+    # a spread-out z: the share is the top eigenvalue of the normalised rows' covariance over its trace
+    spread = rng.normal(size=(batch, dim)).astype("float32")
+    rows = spread / np.linalg.norm(spread, axis=1, keepdims=True)
+    eigenvalues = np.linalg.eigvalsh(np.cov(rows, rowvar=False))
+    got = float(losses.first_component_share(spread))
+    np.testing.assert_allclose(got, eigenvalues[-1] / eigenvalues.sum(), rtol=1e-5)
+    assert got < 0.1
+    # two directions, equally used: half
+    two = np.concatenate([np.eye(dim)[[0]] * rng.normal(size=(batch // 2, 1)),
+                          np.eye(dim)[[1]] * rng.normal(size=(batch // 2, 1))]) + 1e-3 * np.eye(dim)[2]
+    assert 0.3 < float(losses.first_component_share(two)) < 0.7
+    assert float(losses.first_component_share(np.ones((8, 4), "float32"))) == 1.0  # no variance: a point

@@ -74,9 +74,16 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
             np.testing.assert_allclose(a[name][()], b[name][()], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def test_export_on_demand(tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    """A finished one-epoch run, shared by the tests that only read it (or are refused writing to it)."""
+    run = tmp_path_factory.mktemp("one_epoch") / "run"
     train(run, "--epochs=1", "--knn_every=0")
+    return run
+
+
+def test_export_on_demand(tmp_path, one_epoch_run):
+    run = one_epoch_run
     out = subprocess.run([sys.executable, "-m", "tf_simsiam.export", f"--model_dir={run}",
                           f"--export_dir={tmp_path / 'again'}"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -98,9 +105,8 @@ def test_bad_input_is_named_and_fails(tmp_path, flag, message):
     assert message in out.stderr
 
 
-def test_a_run_with_other_settings_is_not_overwritten(tmp_path):
-    run = tmp_path / "run"
-    train(run, "--epochs=1", "--knn_every=0")
+def test_a_run_with_other_settings_is_not_overwritten(one_epoch_run):
+    run = one_epoch_run
     before = (run / "checkpoints" / "checkpoint.json").read_text()
     out = train(run, "--epochs=1", "--knn_every=0", "--width=8", check=False)
     assert out.returncode != 0 and "holds a run with other settings (--width=4 there, 8 now)" in out.stderr

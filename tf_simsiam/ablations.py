@@ -10,8 +10,9 @@ A suite that was interrupted resumes: finished variants (their result.json exist
 shared by several suites of one budget runs once.
 With --seeds=0,1,2 each variant runs once per seed and its row gives the mean, the kNN's range and how many seeds
 collapsed, failed or worked.
-Writes into --output_dir: ablations.md (a table per suite, with the paper's figures and verdicts), ablations.json
-(the per-epoch figures) and PNG plots of z_std (the paper's Fig. 2, left), loss, kNN accuracy and the backbone's
+Writes into --output_dir: ablations.md (a table per suite, with the paper's figures and verdicts, and z PC1, the
+share of z's variance along one direction, measured from each run's last checkpoint), ablations.json (the per-epoch
+figures) and PNG plots of z_std (the paper's Fig. 2, left), loss, kNN accuracy and the backbone's
 feature_std per epoch.
 """
 
@@ -63,6 +64,10 @@ BUDGETS = {"stopgrad": 80, "predictor": 20, "batch": 20, "bn": 20, "similarity":
 COLLAPSE_FRACTION = 0.25
 FAIL_MARGIN = 0.10  # failed without collapse: kNN less than 10 points above the untrained network's,
 CONVERGED_LOSS = -0.5  # or the cosine loss ends above -0.5 (the paper's "does not converge, the loss remains high")
+# z_pc1, the share of z's variance along its first principal direction at the end (8 training batches), is reported
+# beside z_std, not part of the verdict (docs/ablations.md, "Dimensional collapse"): without the projector BN's shift
+# a z that collapsed onto one line keeps z_std near 1/sqrt(d), and this shows it
+Z_PC1_BATCHES = 8
 
 flags.DEFINE_enum("suite", "stopgrad", list(ORDER) + ["all"], "Which ablations to run.")
 flags.DEFINE_integer("budget", None, "Training epochs of each variant, in epochs of the base recipe "
@@ -149,6 +154,29 @@ def read_run(run_dir):
     return result, epochs, config
 
 
+def z_pc1_of(run_dir, epoch):
+    """losses.first_component_share of the run's z after its last epoch (pretrain.z_first_component_share),
+    measured once and kept in run_dir/z_pc1.json; None when the run's checkpoints are gone."""
+    path = os.path.join(run_dir, "z_pc1.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            kept = json.load(f)
+        if kept["epoch"] == epoch and kept["batches"] == Z_PC1_BATCHES:
+            return kept["z_pc1"]
+    import keras  # TensorFlow: imported only when a run is measured
+    from tf_simsiam import pretrain
+    try:
+        share, measured = pretrain.z_first_component_share(run_dir, batches=Z_PC1_BATCHES)
+    except FileNotFoundError as error:
+        print(f"warning: no z PC1 for {run_dir}: {error}", file=sys.stderr)
+        return None
+    finally:
+        keras.backend.clear_session()  # one model per run: free it before the next
+    with open(path, "w") as f:
+        json.dump({"z_pc1": share, "epoch": measured, "batches": Z_PC1_BATCHES}, f)
+    return share
+
+
 def _last(values):
     values = [v for v in values if v is not None]
     return values[-1] if values else None
@@ -217,8 +245,8 @@ def summarize(runs):
         values = [r[key] for r in runs]
         return None if any(v is None for v in values) else sum(values) / len(values)
 
-    row = {key: mean(key) for key in ("knn", "z_std", "feature_std", "final_loss", "pixels_knn", "untrained_knn",
-                                      "untrained_feature_std")}
+    row = {key: mean(key) for key in ("knn", "z_std", "z_pc1", "feature_std", "final_loss", "pixels_knn",
+                                      "untrained_knn", "untrained_feature_std")}
     knns = [r["knn"] for r in runs if r["knn"] is not None]
     outcomes = [r["outcome"] for r in runs]
     row.update(steps=runs[0]["steps"], train_seconds=sum(r["train_seconds"] for r in runs),
@@ -304,7 +332,8 @@ def train_and_read(overrides, seeds, base_seed, budget):
                                untrained_feature_std=result.get("untrained_feature_std"),
                                final_loss=result["final_loss"] if cosine else None)
         runs.append({"seed": seed, "run_dir": run_dir, "status": status, "knn": result["knn_top1"],
-                     "z_std": result["final_z_std"], "feature_std": feature_std, "outcome": outcome, "why": why,
+                     "z_std": result["final_z_std"], "z_pc1": z_pc1_of(run_dir, result["epochs"]),
+                     "feature_std": feature_std, "outcome": outcome, "why": why,
                      "steps": result["epochs"] * result["steps_per_epoch"], "final_loss": result["final_loss"],
                      "train_seconds": result["train_seconds"], "pixels_knn": result.get("pixels_knn_top1"),
                      "untrained_knn": result.get("untrained_knn_top1"),
@@ -322,22 +351,25 @@ def table_lines(table, seeds, proj_dim):
              + f"; collapsed: final z_std < {COLLAPSE_FRACTION}/sqrt(d) = {COLLAPSE_FRACTION / math.sqrt(proj_dim):.4f}"
              f", or final feature_std < {COLLAPSE_FRACTION} of the untrained network's, or kNN within 10 points of "
              f"chance; failed: not collapsed, cosine loss above {CONVERGED_LOSS} or kNN less than 10 points above the "
-             f"untrained network's. Paper: ImageNet linear top-1 (%). feature_std: z_std's statistic on the "
-             f"backbone's features of the kNN test images (0: every image maps to one direction)."
+             f"untrained network's. Paper: ImageNet linear top-1 (%). z PC1: the share of the l2-normalised z's "
+             f"variance along its first principal direction at the end (1: z lies on one line, a dimensional "
+             f"collapse; not part of the verdict). feature_std: z_std's statistic on the backbone's features of the "
+             f"kNN test images (0: every image maps to one direction)."
              + _references(table), ""]
     for suite, rows, claim in table:
         lines += [f"### {suite} ({budget_of(suite)} epochs; the paper's claim held: {claim})", "",
-                  "| variant | steps | final loss | kNN top-1 | final z_std | feature_std | ours | paper "
+                  "| variant | steps | final loss | kNN top-1 | final z_std | z PC1 | feature_std | ours | paper "
                   "| paper's outcome |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
             knn = f"{100 * r['knn']:.2f}%" if r["knn"] is not None else ""
             if several and r["knn_range"]:
                 knn += f" ({100 * r['knn_range'][0]:.2f}-{100 * r['knn_range'][1]:.2f})"
             paper = f"{r['paper']}" if r["paper"] is not None else "n/a"
             feature_std = f"{r['feature_std']:.4f}" if r["feature_std"] is not None else ""
+            z_pc1 = f"{r['z_pc1']:.2f}" if r["z_pc1"] is not None else ""
             lines.append(f"| {r['variant']} | {r['steps']} | {r['final_loss']:.3f} | {knn} | {r['z_std']:.4f} "
-                         f"| {feature_std} | {r['ours']} | {paper} | {r['paper_outcome']} |")
+                         f"| {z_pc1} | {feature_std} | {r['ours']} | {paper} | {r['paper_outcome']} |")
         lines.append("")
     return lines
 

@@ -58,6 +58,20 @@ def std_of_l2_normalized(z):
     return tf.reduce_mean(tf.math.reduce_std(z, axis=0))
 
 
+def first_component_share(z):
+    """The share of the l2-normalised z's variance (over the batch) along its first principal direction.
+
+    1 when z lies on one line through its mean: a dimensional collapse, which std_of_l2_normalized misses when
+    each channel is batch-normalised without a shift (z = s(x) v, one scalar feature times one direction, has
+    z_std about 1/sqrt(dim)); far under 1 for an output spread over many directions. 1 too when z does not vary.
+    """
+    z = tf.math.l2_normalize(tf.cast(z, tf.float64), axis=-1)
+    z -= tf.reduce_mean(z, axis=0)
+    variances = tf.square(tf.linalg.svd(z, compute_uv=False))
+    total = tf.reduce_sum(variances)
+    return tf.where(total > 0, variances[0] / tf.maximum(total, 1e-300), tf.constant(1.0, tf.float64))
+
+
 # --- SimCLR -------------------------------------------------------------------------------------------------------
 
 def cross_replica_concat(tensor):

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_simsiam import callbacks, distribute, export, optim
+from tf_simsiam import callbacks, distribute, export, losses, optim
 from tf_simsiam.data import augment as augment_lib
 from tf_simsiam.data import pipeline, sources
 from tf_simsiam.models import SimCLR, SimSiam, backbones
@@ -371,8 +371,8 @@ def _last(values):
     return float(np.mean(values[-1])) if values else None
 
 
-def export_run(model_dir, export_dir=None):
-    """Exports the encoder of a training run from its last checkpoint (python -m tf_simsiam.export)."""
+def load_run(model_dir):
+    """(config, encoder config, model with the run's last checkpoint, its epoch) of a training run."""
     path = os.path.join(model_dir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"--model_dir={model_dir} holds no config.json: not a tf_simsiam training run")
@@ -388,5 +388,25 @@ def export_run(model_dir, export_dir=None):
     model = build_model(config, enc_config, steps)
     model.optimizer.build(model.trainable_variables)
     model.load_weights(weights)
+    return config, enc_config, model, epoch
+
+
+def export_run(model_dir, export_dir=None):
+    """Exports the encoder of a training run from its last checkpoint (python -m tf_simsiam.export)."""
+    _, enc_config, model, epoch = load_run(model_dir)
     log.info("exporting epoch %d of %s", epoch, model_dir)
     return export.export_encoder(model.backbone, export_dir or os.path.join(model_dir, "export"), enc_config)
+
+
+def z_first_component_share(model_dir, batches=8, seed=0):
+    """(share, epoch): the mean over `batches` training batches (the run's batch size and augmentations, drawn
+    with `seed`) of losses.first_component_share(z) at the run's last checkpoint (that of `epoch`), z computed as
+    in the train step, BN on the batch's statistics (where z_std is measured)."""
+    config, enc_config, model, epoch = load_run(model_dir)
+    train, _ = load_splits(config, need_test=False)
+    dataset = pipeline.pretrain_dataset(train if isinstance(train, sources.Stream) else train.images,
+                                        config.batch_size, recipe_of(config, enc_config["input_shape"][0]), seed=seed)
+    shares = [float(losses.first_component_share(model.projector(model.backbone(views[:, 0], training=True),
+                                                                 training=True)))
+              for views in dataset.take(batches)]
+    return float(np.mean(shares)), epoch
