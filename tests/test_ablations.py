@@ -35,6 +35,10 @@ def test_verdict_and_claims():
     assert ablations.verdict(0.001, 0.1, 64, feature_std=0.001, untrained_feature_std=0.02) == (
         "collapse", "z_std and feature_std and kNN")
     assert ablations.verdict(0.12, 0.7, 64, feature_std=0.01, untrained_feature_std=0.02) == ("works", "")
+    # z on one line (z PC1 > 0.9) while BN holds z_std near 1/sqrt(d): a collapse of the heads
+    assert ablations.verdict(0.12, 0.6, 64, untrained_knn=0.45, z_pc1=0.95) == ("collapse", "z PC1")
+    assert ablations.verdict(0.001, 0.6, 64, z_pc1=0.99) == ("collapse", "z_std and z PC1")
+    assert ablations.verdict(0.12, 0.7, 64, z_pc1=0.85) == ("works", "")
     rows = [{"variant": "a", "paper": 68.1, "knn": 0.7, "outcome": "works", "paper_outcome": "works"},
             {"variant": "b", "paper": 63.2, "knn": 0.6, "outcome": "works", "paper_outcome": "works"}]
     assert ablations.held("similarity", rows) == "yes"
@@ -128,6 +132,8 @@ def test_a_variant_over_seeds_is_their_mean_its_range_and_a_count_of_outcomes():
     assert three["knn"] == pytest.approx((0.11 + 0.42 + 0.53) / 3) and three["knn_range"] == [0.11, 0.53]
     assert three["outcome"] == "collapse" and three["ours"] == "collapse 3/3 (by z_std 3, kNN 1)"
     assert three["train_seconds"] == 30.0 and len(three["seeds"]) == 3
+    pc1 = ablations.summarize([_run(0, 0.4, "collapse", "z PC1"), _run(1, 0.4, "collapse", "z_std and z PC1")])
+    assert pc1["ours"] == "collapse 2/2 (by z_std 1, z PC1 2)"
     mixed = ablations.summarize([_run(0, 0.2, "collapse", "kNN"), _run(1, 0.5, "fails", "kNN near the untrained"),
                                  _run(2, 0.48, "fails", "kNN near the untrained")])
     assert mixed["outcome"] == "mixed" and mixed["ours"] == "collapse 1/3, fails 2/3 (by kNN 1)"
