@@ -14,13 +14,21 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && comm
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
 fi
 
-STAMP="$VENV/.tf_simsiam-installed"
-WANT="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1) $EXTRAS"
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+STAMP="$VENV/.tf_simsiam-installed"  # "<hash of setup.cfg and pyproject.toml> <extras installed>"
+HASH="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+{ read -r HAVE_HASH HAVE_EXTRAS < "$STAMP"; } 2>/dev/null || true
+MISSING=""
+for extra in ${EXTRAS//,/ }; do
+  case ",${HAVE_EXTRAS:-}," in *",$extra,"*) ;; *) MISSING="$MISSING $extra" ;; esac
+done
+if [ ! -x "$VENV/bin/python" ] || [ "${HAVE_HASH:-}" != "$HASH" ] || [ -n "$MISSING" ]; then
+  # a changed setup.cfg reinstalls what was there; a missing extra is added to it
+  [ "${HAVE_HASH:-}" = "$HASH" ] && [ -n "${HAVE_EXTRAS:-}" ] && EXTRAS="$HAVE_EXTRAS,$EXTRAS"
+  EXTRAS="$(echo "$EXTRAS" | tr ',' '\n' | awk 'NF && !seen[$0]++' | paste -sd, -)"
   echo "bootstrap: installing tf_simsiam[$EXTRAS] into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]"
-  echo "$WANT" > "$STAMP"
+  echo "$HASH $EXTRAS" > "$STAMP"
 fi
 PYTHON="$VENV/bin/python"

@@ -10,5 +10,5 @@ except ModuleNotFoundError as error:  # tensorflow is an extra, so that CPU and 
 from tf_simsiam import data, distribute, losses, optim
 from tf_simsiam.models import SimCLR, SimSiam, backbones, heads
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["SimCLR", "SimSiam", "backbones", "data", "distribute", "heads", "losses", "optim"]

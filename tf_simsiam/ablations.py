@@ -284,30 +284,59 @@ def _references(table):
     return text + (f" for seeds {', '.join(map(str, by_seed))}." if len(by_seed) > 1 else ".")
 
 
-def plot(curves, output_dir, proj_dim):
-    """One PNG per figure; a variant's seeds share its colour."""
+# one colour per variant, the same in every plot and every suite (the baseline is in several)
+VARIANTS = list(dict.fromkeys(title for suite in ORDER for title, _, _, _ in SUITES[suite]))
+PLOTS = (("z_std", "std of l2-normalised z (z_std)", "zstd.png"), ("loss", "training loss", "loss.png"),
+         ("knn_top1", "kNN top-1 (%)", "knn.png"),
+         ("feature_std", "std of l2-normalised backbone features", "feature_std.png"))
+
+
+def variant_colour(title):
+    base = title.split(", ")[0]  # "title, N epochs" when the plot holds several budgets
+    return f"C{VARIANTS.index(base) % 10}" if base in VARIANTS else "0.4"
+
+
+def plot(curves, output_dir, proj_dim, steps_per_epoch=100, refs=None, subtitle=""):
+    """One PNG per figure, x in training steps; a variant keeps its colour in every plot and its seeds share it.
+    refs: the same kNN on raw pixels and on the untrained network, and the untrained network's feature_std,
+    drawn as reference lines."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    for key, label, name in (("z_std", "std of l2-normalised z", "zstd.png"), ("loss", "training loss", "loss.png"),
-                             ("knn_top1", "kNN top-1", "knn.png"),
-                             ("feature_std", "std of l2-normalised backbone features", "feature_std.png")):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for i, (title, runs) in enumerate(curves.items()):
+    refs = refs or {}
+    for key, label, name in PLOTS:
+        fig, ax = plt.subplots(figsize=(7.5, 4))
+        for title, runs in curves.items():
             for j, epochs in enumerate(runs):
-                values = epochs[key]
+                values = [None if v is None else (100 * v if key == "knn_top1" else v) for v in epochs[key]]
+                steps = [steps_per_epoch * (i + 1) for i in range(len(values))]
                 if any(v is not None for v in values):
-                    ax.plot(range(1, len(values) + 1), values, marker="o" if len(runs) == 1 else None,
-                            color=f"C{i % 10}", lw=1.5 if len(runs) == 1 else 1, label=None if j else title)
+                    ax.plot(steps, values, marker="o" if len(runs) == 1 and len(values) <= 30 else None, ms=3,
+                            color=variant_colour(title), lw=1.5 if len(runs) == 1 else 1,
+                            alpha=1 if len(runs) == 1 else 0.7, label=None if j else title)
         if key == "z_std":
-            ax.axhline(1 / math.sqrt(proj_dim), color="k", ls="--", lw=1, label="1/sqrt(d)")
-            ax.axhline(COLLAPSE_FRACTION / math.sqrt(proj_dim), color="k", ls=":", lw=1, label="collapse threshold")
+            ax.axhline(1 / math.sqrt(proj_dim), color="k", ls="--", lw=1, label=f"1/sqrt(d), d={proj_dim}")
+            ax.axhline(COLLAPSE_FRACTION / math.sqrt(proj_dim), color="k", ls=":", lw=1,
+                       label="collapse threshold")
             ax.set_ylim(bottom=0)  # collapse is a fall towards 0, as on the paper's axis
-        ax.set_xlabel("epoch")
+        elif key == "knn_top1":
+            ax.axhline(10, color="0.5", ls=":", lw=1, label="chance (10 classes)")
+            if refs.get("pixels_knn") is not None:
+                ax.axhline(100 * refs["pixels_knn"], color="k", ls="--", lw=1, label="raw pixels")
+            if refs.get("untrained_knn") is not None:
+                ax.axhline(100 * refs["untrained_knn"], color="k", ls="-.", lw=1, label="untrained network")
+            ax.set_ylim(0, 100)
+        elif key == "feature_std":
+            if refs.get("untrained_feature_std") is not None:
+                ax.axhline(refs["untrained_feature_std"], color="k", ls="-.", lw=1, label="untrained network")
+            ax.set_ylim(bottom=0)
+        ax.set_xlabel("training steps")
         ax.set_ylabel(label)
-        ax.legend(fontsize=6)
+        ax.set_title(subtitle, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
-        fig.savefig(os.path.join(output_dir, name), dpi=120)
+        fig.savefig(os.path.join(output_dir, name), dpi=200)
         plt.close(fig)
 
 
@@ -423,7 +452,13 @@ def main(argv):
     lines = table_lines(table, seeds, proj_dim)
     with open(os.path.join(FLAGS.output_dir, "ablations.md"), "w") as f:
         f.write("\n".join(lines))
-    plot(curves, FLAGS.output_dir, proj_dim)
+    first = table[0][1][0]["seeds"][0]
+    refs = {k: first.get(k) for k in ("pixels_knn", "untrained_knn", "untrained_feature_std")}
+    budgets = sorted({budget_of(suite) for suite in figure})
+    subtitle = (f"{FLAGS.flagfile_base}, {' and '.join(str(b * int(base.get('steps_per_epoch', 100))) for b in budgets)}"
+                f" steps of batch {base.get('batch_size', '?')}, {base.get('precision', 'auto')}, "
+                f"seed{'s' if len(seeds) > 1 else ''} {','.join(str(s) for s in seeds)}")
+    plot(curves, FLAGS.output_dir, proj_dim, int(base.get("steps_per_epoch", 100)), refs, subtitle)
     print("\n".join(lines))
     print(f"table, plots and JSON in {FLAGS.output_dir}/")
 

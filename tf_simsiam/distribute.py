@@ -92,7 +92,7 @@ def _create(name, tpu):
     if name == "multi_worker":
         if _tf_config_workers() == 0:
             raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable describing the "
-                             "cluster and this task (see the README)")
+                             "cluster and this task (see docs/scaling-out.md)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return _tpu_strategy(tpu)
 

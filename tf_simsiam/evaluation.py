@@ -144,7 +144,7 @@ class Schedule:
 
 # The paper's linear protocol (LARS, momentum 0.9, wd 0, cosine, 90 epochs) at batch 256. Its lr (0.02 x 4096/256
 # with LARS) is for batch 4096; at 256 on Fashion-MNIST features we measured base_lr 0.1: 80.2%, 1.0: 85.5%,
-# 3.0: 86.0%, 10: 82.7% (README, "Evaluation"), hence 3.0.
+# 3.0: 86.0%, 10: 82.7% (docs/evaluation.md), hence 3.0.
 LINEAR = Schedule(base_lr=3.0)
 FINE_TUNE = Schedule(epochs=30, base_lr=0.05, optimizer="sgd", nesterov=True)  # SimCLR B.5: no wd, Nesterov
 SUPERVISED = Schedule(epochs=30, base_lr=0.1, optimizer="sgd", weight_decay=5e-4)

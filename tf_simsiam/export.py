@@ -83,11 +83,17 @@ def main(argv):
     print(f"exported the encoder of {FLAGS.model_dir} to {path}")
 
 
-def run():
-    from absl import app, flags
+def define_flags():
+    """The CLI's flags, defined only when the CLI runs (the library module defines none on import)."""
+    from absl import flags
     flags.DEFINE_string("model_dir", None, "The training run to export (holds config.json and checkpoints/).")
     flags.DEFINE_string("export_dir", None, "Where to write the export; default MODEL_DIR/export.")
     flags.mark_flag_as_required("model_dir")
+
+
+def run():
+    from absl import app
+    define_flags()
     app.run(main)
 
 

@@ -30,6 +30,44 @@ def confusion_matrix(labels, predicted, num_classes):
     return matrix
 
 
+def _row_label(row):
+    protocol = row["protocol"].replace("_", " ")
+    labels = f", {100 * row['label_fraction']:g}% of labels" if row.get("label_fraction") else ""
+    return f"{row['method']}: {protocol}{labels}"
+
+
+def accuracy_plot(rows, path, config=None):
+    """Test top-1 by protocol as a dot plot with value labels: the encoder (blue) beside its baselines (grey),
+    grouped by protocol, on an axis that spans the figures (a dot plot needs no zero baseline)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["protocol"], rows[i].get("label_fraction") or 1,
+                                                    rows[i]["top1"]))
+    values = [100 * rows[i]["top1"] for i in order]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.4))
+    for y, (i, value) in enumerate(zip(order, values)):
+        baseline = rows[i]["method"] in ("pixels", "random", "scratch")
+        colour = "0.55" if baseline else "tab:blue"
+        ax.plot([min(values) - 100, value], [y, y], color=colour, lw=0.8, alpha=0.4)
+        ax.plot(value, y, "o", color=colour, ms=7)
+        ax.annotate(f"{value:.2f}%", (value, y), xytext=(6, 0), textcoords="offset points", va="center",
+                    fontsize=8)
+    ax.set_yticks(range(len(order)), [_row_label(rows[i]) for i in order], fontsize=8)
+    span = max(values) - min(values)
+    ax.set_xlim(min(values) - max(2.0, 0.15 * span), min(100.0, max(values) + max(3.0, 0.25 * span)))
+    ax.set_xlabel("test top-1 (%)")
+    ax.grid(axis="x", alpha=0.3)
+    title = "test top-1 by protocol (blue: the pretrained encoder; grey: baselines)"
+    if config and config.get("export_dir"):
+        title += f"\n{config['export_dir']} on {config.get('dataset', '')}"
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=200)
+    plt.close(fig)
+
+
 def write(output_dir, rows, predictions, embeddings, test_labels, class_names=None, meta=None):
     """Writes results.json, results.md, accuracy.png, confusion.png (best run) and embedding.png."""
     with open(os.path.join(output_dir, "results.json"), "w") as f:
@@ -44,18 +82,7 @@ def write(output_dir, rows, predictions, embeddings, test_labels, class_names=No
     num_classes = int(test_labels.max()) + 1
     names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
 
-    labels = [f"{r['method']}\n{r['protocol']}" + (f" {100 * r['label_fraction']:g}%" if r.get("label_fraction")
-                                                   else "") for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows)), 4))
-    colours = ["tab:blue" if r["method"] == "simsiam" else "tab:gray" for r in rows]
-    ax.bar(range(len(rows)), [100 * r["top1"] for r in rows], color=colours)
-    ax.set_xticks(range(len(rows)), labels, fontsize=7)
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("accuracy by protocol (blue: SimSiam encoder; grey: baselines)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(output_dir, "accuracy.png"), dpi=120)
-    plt.close(fig)
+    accuracy_plot(rows, os.path.join(output_dir, "accuracy.png"), (meta or {}).get("config", {}))
 
     simsiam = {name: p for name, p in predictions.items() if name.startswith("simsiam")}
     if simsiam:
@@ -70,7 +97,7 @@ def write(output_dir, rows, predictions, embeddings, test_labels, class_names=No
         ax.set_title(f"confusion matrix: {best}")
         fig.colorbar(image)
         fig.tight_layout()
-        fig.savefig(os.path.join(output_dir, "confusion.png"), dpi=120)
+        fig.savefig(os.path.join(output_dir, "confusion.png"), dpi=200)
         plt.close(fig)
 
     for method, features in embeddings.items():
@@ -82,5 +109,5 @@ def write(output_dir, rows, predictions, embeddings, test_labels, class_names=No
         ax.legend(markerscale=4, fontsize=6)
         ax.set_title(f"test embeddings of the {method} encoder (PCA)")
         fig.tight_layout()
-        fig.savefig(os.path.join(output_dir, "embedding.png"), dpi=120)
+        fig.savefig(os.path.join(output_dir, "embedding.png"), dpi=200)
         plt.close(fig)

@@ -79,8 +79,8 @@ flags.DEFINE_integer("warmup_epochs", D.warmup_epochs, "Linear warmup epochs bef
 flags.DEFINE_enum("precision", D.precision, ["auto", "float32", "mixed_bfloat16"], "Keras dtype policy; auto: "
                   "mixed_bfloat16 on a TPU, a GPU of compute capability >= 8.0 or a CPU with AVX512-BF16/AMX, "
                   "else float32 (emulated bfloat16 is several times slower).")
-flags.DEFINE_bool("jit_compile", D.jit_compile, "Compile the train step with XLA (helps on GPU/TPU; on this "
-                  "kind of CPU it was slower).")
+flags.DEFINE_bool("jit_compile", D.jit_compile, "Compile the train step with XLA (meant for GPU/TPU; on the "
+                  "2-core CPUs measured it was slower, see the benchmarks page).")
 flags.DEFINE_integer("steps_per_execution", D.steps_per_execution, "Train steps per compiled call (TPU: "
                      "several hundred amortise the host round trip).", lower_bound=1)
 flags.DEFINE_enum("strategy", D.strategy, ["auto", "default", "mirrored", "multi_worker", "tpu"],
