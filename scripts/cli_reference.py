@@ -95,6 +95,9 @@ def render():
         lines += [f"## `python -m {module}`", "", what + (f" Also installed as `{script}`." if script else ""), "",
                   "```bash", example, "```", ""]
         lines += ["| flag | default | values | meaning |", "| --- | --- | --- | --- |"]
+        undocumented = [f["name"] for f in info["flags"] if len(f["help"].strip()) < 10]
+        if undocumented:
+            raise SystemExit(f"{module}: flags without help text: {', '.join(undocumented)}")
         for flag in sorted(info["flags"], key=lambda f: f["name"]):
             lines.append(f"| `--{flag['name']}` | {_default(flag)} | {_kind(flag)} | {_cell(flag)} |")
         lines.append("")

@@ -95,6 +95,19 @@ def test_empty_and_missing_folders_and_unknown_dataset(tmp_path):
         sources.load("imagenette")
 
 
+def test_a_missing_folder_is_named_before_any_other_check():
+    with pytest.raises(sources.DataError, match="--dataset=folder:/no/such/place: no such folder"):
+        sources.load("folder:/no/such/place")  # not "needs --image_size"
+    with pytest.raises(sources.DataError, match="--knn_dataset=folder:/no/such/place: no such folder"):
+        sources.load("folder:/no/such/place", image_size=8, flag="knn_dataset")
+
+
+def test_a_folder_without_image_size_says_which_flag_to_pass(tmp_path):
+    write_image(str(tmp_path / "a.png"))
+    with pytest.raises(sources.DataError, match=rf"--dataset=folder:{tmp_path} needs --image_size"):
+        sources.load(f"folder:{tmp_path}")
+
+
 def test_numpy_arrays_from_user_code():
     split = sources.from_arrays(np.zeros((5, 6, 6), "float32"), [0, 1, 0, 1, 0])
     assert split.images.shape == (5, 6, 6, 1) and split.images.dtype == np.uint8

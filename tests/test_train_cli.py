@@ -111,3 +111,34 @@ def test_a_run_with_other_settings_is_not_overwritten(one_epoch_run):
     out = train(run, "--epochs=1", "--knn_every=0", "--width=8", check=False)
     assert out.returncode != 0 and "holds a run with other settings (--width=4 there, 8 now)" in out.stderr
     assert (run / "checkpoints" / "checkpoint.json").read_text() == before
+
+
+def image_folder(path, count, classes=(), size=(20, 20)):
+    """A folder of `count` PNG files (in class sub-folders if `classes`), images the test makes."""
+    from test_sources import write_image
+    for i in range(count):
+        sub = classes[i % len(classes)] if classes else ""
+        write_image(os.path.join(str(path), sub, f"{i:04d}.png"), size=size, seed=i)
+    return path
+
+
+def test_an_unlabelled_folder_trains_with_the_default_flags_and_says_the_knn_monitor_is_off(tmp_path):
+    images = image_folder(tmp_path / "images", 200)
+    out = train(tmp_path / "run", "--epochs=1", f"--dataset=folder:{images}")  # --knn_every left at its default
+    assert "the kNN monitor is off" in out.stderr and "--knn_dataset=folder:PATH" in out.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["knn_top1"] is None and result["final_z_std"] > 0
+    assert (tmp_path / "run" / "export" / "saved_model" / "saved_model.pb").exists()
+    assert os.listdir(tmp_path / "run" / "logs" / "train") and (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_knn_dataset_monitors_an_unlabelled_run(tmp_path):
+    images = image_folder(tmp_path / "images", 200)
+    labelled = image_folder(tmp_path / "labelled", 60, classes=("a", "b"))
+    out = train(tmp_path / "run", "--epochs=1", f"--dataset=folder:{images}", f"--knn_dataset=folder:{labelled}")
+    assert "the kNN monitor is off" not in out.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert 0 <= result["knn_top1"] <= 1 and len(result["knn_top1_per_epoch"]) == 1
+    bad = train(tmp_path / "run2", "--epochs=1", f"--dataset=folder:{images}", f"--knn_dataset=folder:{images}",
+                check=False)
+    assert bad.returncode != 0 and f"--knn_dataset=folder:{images} has no labels" in bad.stderr

@@ -33,8 +33,10 @@ def simsiam_loss(p1, p2, z1, z2, stop_gradient=True, symmetric=True, similarity=
     """The SimSiam loss of two views.
 
     Args:
-      p1, p2: predictor outputs of view 1 and view 2, shape (batch, dim).
-      z1, z2: projector outputs of view 1 and view 2, shape (batch, dim).
+      p1: predictor output of view 1, shape (batch, dim).
+      p2: predictor output of view 2.
+      z1: projector output of view 1, shape (batch, dim).
+      z2: projector output of view 2.
       stop_gradient: treat z as a constant (the paper's sg); False is the collapsing ablation (Fig. 2).
       symmetric: D(p1, sg(z2))/2 + D(p2, sg(z1))/2; False keeps only D(p1, sg(z2)) (Table 5).
       similarity: "cosine" (the paper) or "cross_entropy" (Table 4).

@@ -77,6 +77,7 @@ class PretrainConfig:
     sync_bn: bool = True  # synchronized BN whenever there are several replicas (the paper)
     # monitors and outputs
     knn_every: int = 1
+    knn_dataset: str = ""  # a labelled data set for the kNN monitor; "": the training data set, if it has labels
     knn_k: int = 200
     knn_temperature: float = 0.1
     knn_train_size: int = 0  # 0: the whole split
@@ -156,24 +157,56 @@ class PretrainConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def load_splits(config, need_test):
-    """(train, test-or-None) Splits (or Streams, for data sets too large for memory) at the training size."""
-    size = config.image_size or None
-    train = sources.resized(sources.load(config.dataset, "train", config.data_dir, size), config.image_size)
-    test = None
-    if need_test:
-        try:
-            test = sources.resized(sources.load(config.dataset, "test", config.data_dir, size), config.image_size)
-        except sources.DataError:
-            if isinstance(train, sources.Stream) or train.labels is None:
-                raise
-            log.info("%s has no test split: the kNN monitor holds out 10%% of the training images",
-                     config.dataset)
-            index = np.random.default_rng(config.seed).permutation(len(train.images))
-            cut = len(index) // 10
-            test = sources.Split(train.images[index[:cut]], train.labels[index[:cut]], train.class_names)
-            train = sources.Split(train.images[index[cut:]], train.labels[index[cut:]], train.class_names)
+def load_splits(config, need_test, dataset=None, flag="dataset", image_size=None, channels=3):
+    """(train, test-or-None) Splits (or Streams, for data sets too large for memory) at the training size.
+    `dataset` (default config.dataset) is named by the command-line flag `flag` in error messages."""
+    dataset = dataset or config.dataset
+    size = image_size or config.image_size or None
+    train = sources.resized(sources.load(dataset, "train", config.data_dir, size, channels, flag), size or 0)
+    return with_test_split(config, train, dataset, flag, size, channels) if need_test else (train, None)
+
+
+def with_test_split(config, train, dataset, flag, size, channels):
+    """(train, test): the data set's test split, or, for a labelled data set without one, 10% of the training
+    images held out (seeded)."""
+    try:
+        test = sources.resized(sources.load(dataset, "test", config.data_dir, size, channels, flag), size or 0)
+    except sources.DataError:
+        if isinstance(train, sources.Stream) or train.labels is None:
+            raise
+        log.info("%s has no test split: the kNN monitor holds out 10%% of the training images", dataset)
+        index = np.random.default_rng(config.seed).permutation(len(train.images))
+        cut = len(index) // 10
+        test = sources.Split(train.images[index[:cut]], train.labels[index[:cut]], train.class_names)
+        train = sources.Split(train.images[index[cut:]], train.labels[index[cut:]], train.class_names)
     return train, test
+
+
+def load_data(config):
+    """(train, kNN memory, kNN queries): the pretraining images and the labelled splits of the kNN monitor, or
+    (train, None, None) when the monitor is off: by --knn_every=0, or because the data set has no labels and no
+    --knn_dataset names one (said in one log line, with how to get the monitor back)."""
+    train, _ = load_splits(config, need_test=False)
+    if not config.knn_every:
+        return train, None, None
+    if config.knn_dataset:
+        shape = train.image_shape
+        knn_train, _ = load_splits(config, need_test=False, dataset=config.knn_dataset, flag="knn_dataset",
+                                   image_size=shape[0], channels=shape[-1])
+        if not isinstance(knn_train, sources.Stream) and knn_train.labels is None:
+            raise sources.DataError(f"--knn_dataset={config.knn_dataset} has no labels: the kNN monitor needs "
+                                    f"class folders (PATH/CLASS/image.jpg)")
+        if knn_train.image_shape != shape:
+            raise sources.DataError(f"--knn_dataset={config.knn_dataset} has images of shape "
+                                    f"{knn_train.image_shape}, the training images {shape}")
+        return (train, *with_test_split(config, knn_train, config.knn_dataset, "knn_dataset", shape[0], shape[-1]))
+    if not isinstance(train, sources.Stream) and train.labels is None:
+        log.info("the kNN monitor is off: --dataset=%s has no labels (no class folders). To monitor training, "
+                 "pass --knn_dataset=folder:PATH, a small labelled set of the same kind of images "
+                 "(PATH/CLASS/image.jpg); --knn_every=0 turns the monitor off without this note", config.dataset)
+        return train, None, None
+    train, test = with_test_split(config, train, config.dataset, "dataset", config.image_size or None, 3)
+    return train, train, test
 
 
 def recipe_of(config, size):
@@ -266,12 +299,9 @@ def pretrain(config):
     model_dir = config.model_dir
     _check_same_run(config, model_dir)
 
-    need_knn = config.knn_every > 0
-    train, test = load_splits(config, need_test=need_knn)
+    train, knn_train, knn_test = load_data(config)
     streamed = isinstance(train, sources.Stream)
-    if need_knn and not streamed and train.labels is None:
-        raise ValueError(f"--knn_every={config.knn_every} needs labels, and --dataset={config.dataset} has none: "
-                         f"put images in class folders or pass --knn_every=0")
+    need_knn = knn_train is not None
     num_examples = train.num_examples if streamed else len(train.images)
     steps_per_epoch = num_examples // config.batch_size
     if steps_per_epoch == 0:
@@ -301,8 +331,8 @@ def pretrain(config):
     monitors = []
     knn = None
     if need_knn:
-        knn = callbacks.KNNMonitor(train.subset(config.knn_train_size, config.seed),
-                                   test.subset(config.knn_test_size, config.seed), every=config.knn_every,
+        knn = callbacks.KNNMonitor(knn_train.subset(config.knn_train_size, config.seed),
+                                   knn_test.subset(config.knn_test_size, config.seed), every=config.knn_every,
                                    k=config.knn_k, temperature=config.knn_temperature)
         monitors.append(knn)
     collapse = callbacks.CollapseMonitor(config.proj_dim)

@@ -30,8 +30,14 @@ def confusion_matrix(labels, predicted, num_classes):
     return matrix
 
 
+PROTOCOL_NAMES = {"knn": "kNN", "knn_plain": "plain kNN", "linear": "linear probe", "finetune": "fine-tune",
+                  "supervised": "supervised"}
+
+
 def _row_label(row):
-    protocol = row["protocol"].replace("_", " ")
+    protocol = PROTOCOL_NAMES.get(row["protocol"], row["protocol"])
+    if row.get("k"):
+        protocol += f" (k={row['k']}" + (f", t={row['temperature']})" if row.get("temperature") else ")")
     labels = f", {100 * row['label_fraction']:g}% of labels" if row.get("label_fraction") else ""
     return f"{row['method']}: {protocol}{labels}"
 

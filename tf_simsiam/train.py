@@ -96,6 +96,10 @@ flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads; 0 keep
 flags.DEFINE_integer("seed", D.seed, "Seed of weights, data order and augmentations.")
 flags.DEFINE_integer("knn_every", D.knn_every, "kNN monitor every N epochs (and after the last); 0: off.",
                      lower_bound=0)
+flags.DEFINE_string("knn_dataset", D.knn_dataset, "A labelled data set for the kNN monitor (fashion_mnist, "
+                    "tfds:NAME or folder:PATH with class folders), read at the training size; default: the training "
+                    "data set, whose labels are never used for training. Without labels and without this flag the "
+                    "monitor is off.")
 flags.DEFINE_integer("knn_k", D.knn_k, "Neighbours of the kNN monitor.", lower_bound=1)
 flags.DEFINE_float("knn_temperature", D.knn_temperature, "Temperature of the kNN monitor's weighted votes.",
                    lower_bound=1e-6)

@@ -144,19 +144,20 @@ def fashion_mnist(split="train"):
     return Split(images[..., None], labels, FASHION_MNIST_CLASSES)
 
 
-def tfds_source(name, split="train", data_dir=None, image_size=None):
-    """A TensorFlow Datasets data set as a Split (downloaded and prepared by tfds on first use)."""
+def tfds_source(name, split="train", data_dir=None, image_size=None, flag="dataset"):
+    """A TensorFlow Datasets data set as a Split (downloaded and prepared by tfds on first use); `flag` is the
+    command-line flag that named it, for the error messages."""
     import tensorflow_datasets as tfds
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises its own DatasetNotFoundError and others
-        raise DataError(f"--dataset=tfds:{name}: {error}") from error
+        raise DataError(f"--{flag}=tfds:{name}: {error}") from error
     splits = builder.info.splits  # known once the data set is prepared (tfds.load prepares it on first use)
     tfds_split = split
     if split == "test" and splits and "test" not in splits and "validation" in splits:
         tfds_split = "validation"
     if splits and tfds_split not in splits:
-        raise DataError(f"--dataset=tfds:{name} has no split {split!r} (it has {sorted(splits)})")
+        raise DataError(f"--{flag}=tfds:{name} has no split {split!r} (it has {sorted(splits)})")
     label_feature = builder.info.features["label"] if "label" in builder.info.features else None
     names = tuple(label_feature.names) if hasattr(label_feature, "names") else ()
     shape = builder.info.features["image"].shape
@@ -164,7 +165,7 @@ def tfds_source(name, split="train", data_dir=None, image_size=None):
     size = image_size or shape[0]
     if num_examples and (None in shape[:2] or num_examples * size * size * shape[2] > IN_MEMORY_LIMIT_BYTES):
         if not image_size:
-            raise DataError(f"--dataset=tfds:{name} has images of varying size: set --image_size")
+            raise DataError(f"--{flag}=tfds:{name} has images of varying size: set --image_size")
         dataset = tfds.load(name, split=tfds_split, data_dir=data_dir, as_supervised=True, shuffle_files=True)
         dataset = dataset.map(lambda i, l: (_resize_and_centre_crop(i, image_size), l),
                               num_parallel_calls=tf.data.AUTOTUNE)
@@ -200,9 +201,9 @@ def _resize_and_centre_crop(image, size):
     return _to_uint8(image[top:top + size, left:left + size])
 
 
-def _list_folder(path):
+def _list_folder(path, flag="dataset"):
     if not os.path.isdir(path):
-        raise DataError(f"--dataset=folder:{path}: no such folder")
+        raise DataError(f"--{flag}=folder:{path}: no such folder")
     files, labels, classes = [], [], sorted(
         d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
     for root, _, names in sorted(os.walk(path)):
@@ -212,18 +213,18 @@ def _list_folder(path):
                 files.append(os.path.join(root, name))
                 labels.append(-1 if rel == "." else classes.index(rel.split(os.sep)[0]))
     if not files:
-        raise DataError(f"--dataset=folder:{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it or below it")
+        raise DataError(f"--{flag}=folder:{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it or below it")
     labelled = [label >= 0 for label in labels]
     if any(labelled) and not all(labelled):
         loose = files[labelled.index(False)]
-        raise DataError(f"--dataset=folder:{path}: {loose} stands beside class folders; put every image in a "
+        raise DataError(f"--{flag}=folder:{path}: {loose} stands beside class folders; put every image in a "
                         f"class folder, or none")
     return files, (np.array(labels) if all(labelled) else None), tuple(classes) if all(labelled) else ()
 
 
-def folder(path, image_size, channels=3):
+def folder(path, image_size, channels=3, flag="dataset"):
     """Every image below `path`, decoded, resized to image_size x image_size, with class-folder labels."""
-    files, labels, classes = _list_folder(path)
+    files, labels, classes = _list_folder(path, flag)
     images = np.empty((len(files), image_size, image_size, channels), np.uint8)
     for i, file in enumerate(files):
         try:
@@ -243,19 +244,23 @@ def resized(split, image_size):
                  split.class_names)
 
 
-def load(dataset, split="train", data_dir=None, image_size=None, channels=3):
-    """A Split from a dataset name: "fashion_mnist", "tfds:NAME" or "folder:PATH"."""
+def load(dataset, split="train", data_dir=None, image_size=None, channels=3, flag="dataset"):
+    """A Split from a dataset name: "fashion_mnist", "tfds:NAME" or "folder:PATH". `flag` is the command-line
+    flag that named the data set, for the error messages."""
     if dataset == "fashion_mnist":
         return fashion_mnist(split)
     if dataset.startswith("tfds:") and len(dataset) > 5:
-        return tfds_source(dataset[5:], split, data_dir, image_size)
+        return tfds_source(dataset[5:], split, data_dir, image_size, flag=flag)
     if dataset.startswith("folder:") and len(dataset) > 7:
-        if image_size is None:
-            raise DataError("--dataset=folder:... needs --image_size")
         path = dataset[7:]
+        if not os.path.isdir(path):  # the folder itself first: a missing path is the first thing to fix
+            raise DataError(f"--{flag}={dataset}: no such folder")
+        if image_size is None:
+            raise DataError(f"--{flag}={dataset} needs --image_size: its images are resized to a square of that "
+                            f"side (for example --image_size=32 for small images, 224 for photographs)")
         if split != "train":  # a folder with train/ and test/ sub-folders gives both splits
             path = os.path.join(path, split)
         elif os.path.isdir(os.path.join(path, "train")):
             path = os.path.join(path, "train")
-        return folder(path, image_size, channels)
-    raise DataError(f"unknown --dataset={dataset!r}; expected fashion_mnist, tfds:NAME or folder:PATH")
+        return folder(path, image_size, channels, flag=flag)
+    raise DataError(f"unknown --{flag}={dataset!r}; expected fashion_mnist, tfds:NAME or folder:PATH")

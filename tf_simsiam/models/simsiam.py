@@ -31,7 +31,8 @@ class SimSiam(TwoViewModel):
       similarity: D as "cosine" (the paper) or "cross_entropy" (Table 4).
       fix_predictor_lr: keep the predictor at the peak learning rate while the rest follows the schedule
         (needs an optimizer from tf_simsiam.optim when the learning rate is a schedule).
-      proj_bn, pred_bn: where the heads have BN: "all", "hidden" or "none" (Table 3).
+      proj_bn: where the projector has BN: "all" (hidden layers and output), "hidden" or "none" (Table 3).
+      pred_bn: where the predictor has BN: "hidden" (the paper), "all" or "none" (Table 3).
       proj_bn_affine: a learned scale and shift in the projector's output BN (PyTorch's default; the official
         code has none, so z keeps zero mean per channel and cannot become one constant vector).
       pred_bn_affine: with pred_bn="all", a learned scale and shift in the predictor's output BN (PyTorch's default).
