@@ -454,11 +454,11 @@ def main(argv):
         f.write("\n".join(lines))
     first = table[0][1][0]["seeds"][0]
     refs = {k: first.get(k) for k in ("pixels_knn", "untrained_knn", "untrained_feature_std")}
-    budgets = sorted({budget_of(suite) for suite in figure})
-    subtitle = (f"{FLAGS.flagfile_base}, {' and '.join(str(b * int(base.get('steps_per_epoch', 100))) for b in budgets)}"
-                f" steps of batch {base.get('batch_size', '?')}, {base.get('precision', 'auto')}, "
-                f"seed{'s' if len(seeds) > 1 else ''} {','.join(str(s) for s in seeds)}")
-    plot(curves, FLAGS.output_dir, proj_dim, int(base.get("steps_per_epoch", 100)), refs, subtitle)
+    steps_per_epoch = int(base.get("steps_per_epoch", 100))
+    budgets = " and ".join(str(b * steps_per_epoch) for b in sorted({budget_of(suite) for suite in figure}))
+    subtitle = (f"{FLAGS.flagfile_base}, {budgets} steps of batch {base.get('batch_size', '?')}, "
+                f"{base.get('precision', 'auto')}, seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}")
+    plot(curves, FLAGS.output_dir, proj_dim, steps_per_epoch, refs, subtitle)
     print("\n".join(lines))
     print(f"table, plots and JSON in {FLAGS.output_dir}/")
 

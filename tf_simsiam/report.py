@@ -9,9 +9,7 @@ import numpy as np
 def markdown_table(rows):
     lines = ["| method | protocol | labels | top-1 | seconds |", "| --- | --- | --- | --- | --- |"]
     for row in rows:
-        protocol = row["protocol"]
-        if protocol.startswith("knn"):
-            protocol += f" (k={row['k']}" + (f", t={row['temperature']})" if row["temperature"] else ")")
+        protocol = row["protocol"] + _knn_settings(row)
         labels = f"{100 * row['label_fraction']:g}%" if row.get("label_fraction") else "100%"
         lines.append(f"| {row['method']} | {protocol} | {labels} | {100 * row['top1']:.2f}% | {row['seconds']} |")
     return "\n".join(lines) + "\n"
@@ -34,10 +32,15 @@ PROTOCOL_NAMES = {"knn": "kNN", "knn_plain": "plain kNN", "linear": "linear prob
                   "supervised": "supervised"}
 
 
+def _knn_settings(row):
+    """The " (k=200, t=0.1)" of a weighted kNN row, " (k=20)" for a plain one, "" for the other protocols."""
+    if not row["protocol"].startswith("knn"):
+        return ""
+    return f" (k={row['k']}" + (f", t={row['temperature']})" if row.get("temperature") else ")")
+
+
 def _row_label(row):
-    protocol = PROTOCOL_NAMES.get(row["protocol"], row["protocol"])
-    if row.get("k"):
-        protocol += f" (k={row['k']}" + (f", t={row['temperature']})" if row.get("temperature") else ")")
+    protocol = PROTOCOL_NAMES.get(row["protocol"], row["protocol"]) + _knn_settings(row)
     labels = f", {100 * row['label_fraction']:g}% of labels" if row.get("label_fraction") else ""
     return f"{row['method']}: {protocol}{labels}"
 
