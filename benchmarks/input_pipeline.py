@@ -5,13 +5,19 @@
    placement's layer (what the train step runs).
 2. End to end for a config (default: configs/fashion_mnist.cfg): SimSiam.fit on the real pipeline, against the
    model's compiled train step called on one batch held in memory (median step). If the two agree, the input
-   pipeline is not the bottleneck.
+   pipeline is not the bottleneck. The same fit with the views sent as float32 instead of uint8 (what the
+   pipeline sent before) gives the bytes per batch and pairs/s of both.
+3. A folder stream: JPEGs on disk (written here, ~500x375 like ImageNet's), 224x224 views of crops decoded from
+   the originals (decode_and_crop_jpeg), SimSiam's ImageNet recipe, batch 64, with tf.data limited to 1 and to
+   all worker threads: pairs/s per thread, and the threads a GPU step of 1,000 pairs/s would need.
 
-    python benchmarks/input_pipeline.py [--config configs/fashion_mnist.cfg] [--steps 20]
+    python benchmarks/input_pipeline.py [--config configs/fashion_mnist.cfg] [--steps 20] [--only stream]
 """
 
 import argparse
 import json
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -66,13 +72,17 @@ def end_to_end(config_path, steps):
     enc = pretrain.encoder_config(config, split)
     model = pretrain.build_model(config, enc, steps_per_epoch=len(split.images) // config.batch_size)
     recipe = pretrain.recipe_of(config, enc["input_shape"][0])
-    data = pretrain.pipeline.pretrain_dataset(split.images, config.batch_size, recipe, augment_on=config.augment_on)
+    data = pretrain.pipeline.pretrain_dataset(split, config.batch_size, recipe, augment_on=config.augment_on)
     out = {"config": config_path, "batch_size": config.batch_size, "precision": precision,
            "augment_on": config.augment_on}
-    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
-    start = time.perf_counter()
-    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
-    out["fit_with_pipeline"] = round(config.batch_size * steps / (time.perf_counter() - start), 1)
+    as_float32 = data.map(lambda views: tf.cast(views, tf.float32) / 255.0)
+    for name, dataset in (("fit_with_pipeline", data), ("fit_with_float32_views", as_float32)):
+        model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)
+        start = time.perf_counter()
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+        out[name] = round(config.batch_size * steps / (time.perf_counter() - start), 1)
+        spec = dataset.element_spec
+        out[name.replace("fit_with", "bytes_per_batch")] = int(np.prod(spec.shape)) * spec.dtype.size
     batch = next(iter(data))
     step = tf.function(model.train_step, jit_compile=config.jit_compile)
     times = []
@@ -85,14 +95,43 @@ def end_to_end(config_path, steps):
     return out
 
 
+def folder_stream(batch_size=64, batches=8, images=256):
+    """Pairs/s of a streamed JPEG folder at 224 px, with 1 worker thread and with all of them."""
+    from tf_simsiam.data import augment, pipeline, sources
+    rng = np.random.default_rng(0)
+    directory = tempfile.mkdtemp(prefix="tf_simsiam_stream_")
+    for i in range(images):  # smooth images (photographs compress like these, unlike noise)
+        h, w = (375, 500) if i % 4 else (500, 375)
+        small = rng.integers(0, 256, (h // 25, w // 25, 3)).astype(np.float32)
+        image = tf.cast(tf.image.resize(small[None], (h, w), "bicubic")[0], tf.uint8)
+        tf.io.write_file(os.path.join(directory, f"{i:05d}.jpg"), tf.io.encode_jpeg(image, quality=90))
+    stream = sources.load(f"folder:{directory}", image_size=224, options=sources.ReadOptions(stream="true"))
+    recipe = augment.simsiam_imagenet(224)
+    out = {"images": "JPEG 500x375 and 375x500 on disk", "views": "224x224x3", "batch_size": batch_size}
+    for threads in (1, os.cpu_count()):
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = threads
+        dataset = pipeline.pretrain_dataset(stream, batch_size, recipe).with_options(options)
+        out[f"pairs_per_sec_{threads}_threads"] = pairs_per_sec(iter(dataset), batch_size, batches, warmup=2)
+    per_thread = out["pairs_per_sec_1_threads"]
+    out["pairs_per_sec_per_thread"] = per_thread
+    out["threads_for_1000_pairs_per_sec"] = int(np.ceil(1000 / per_thread))
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/fashion_mnist.cfg")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--only", choices=["augmentation", "end_to_end", "stream"], default=None)
     args = parser.parse_args()
+    parts = {"augmentation_32x32_batch256": augmentation, "end_to_end": lambda: end_to_end(args.config, args.steps),
+             "folder_stream_224": folder_stream}
+    if args.only:
+        parts = {name: run for name, run in parts.items() if name.startswith(args.only) or
+                 (args.only == "stream" and name == "folder_stream_224")}
     print(json.dumps({"benchmark": "input_pipeline", "machine": machine.describe(),
-                      "augmentation_32x32_batch256": augmentation(),
-                      "end_to_end": end_to_end(args.config, args.steps)}, indent=1))
+                      **{name: run() for name, run in parts.items()}}, indent=1))
 
 
 if __name__ == "__main__":

@@ -68,21 +68,22 @@ def test_folder_with_nested_classes(tmp_path):
     write_image(str(tmp_path / "dog" / "c.PNG"))
     (tmp_path / "dog" / "notes.txt").write_text("not an image")
     split = sources.load(f"folder:{tmp_path}", image_size=8)
-    assert split.images.shape == (3, 8, 8, 3)
+    assert split.images.shape == (3, 10, 12, 3)  # the images' own size (within --max_side, 16 here)
+    assert sources.resized(split, 8).images.shape == (3, 8, 8, 3)
     assert split.labels.tolist() == [0, 0, 1] and split.class_names == ("cat", "dog")
 
 
 def test_folder_without_classes_has_no_labels(tmp_path):
     write_image(str(tmp_path / "x.png"))
     write_image(str(tmp_path / "y.png"))
-    split = sources.folder(str(tmp_path), image_size=8)
-    assert split.labels is None and split.images.shape == (2, 8, 8, 3)
+    split = sources.folder(str(tmp_path), image_size=4)
+    assert split.labels is None and split.images.shape == (2, 8, 9, 3)  # shorter side at --max_side (8)
 
 
 def test_corrupt_image_is_named(tmp_path):
     write_image(str(tmp_path / "ok" / "fine.png"))
     (tmp_path / "ok" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
-    with pytest.raises(sources.DataError, match="cannot decode image .*broken.jpg"):
+    with pytest.raises(sources.DataError, match="1 of 2 image files cannot be read.*broken.jpg"):
         sources.folder(str(tmp_path), image_size=8)
 
 
@@ -121,7 +122,7 @@ def test_tfds_source_through_a_local_stand_in():
     import tensorflow_datasets as tfds
     with tfds.testing.mock_data(num_examples=12):
         split = sources.load("tfds:cifar10", "train")
-        resized = sources.load("tfds:cifar10", "test", image_size=16)
+        resized = sources.resized(sources.load("tfds:cifar10", "test", image_size=16), 16)
     assert split.images.shape == (12, 32, 32, 3) and split.labels.shape == (12,)
     assert len(split.class_names) == 10
     assert resized.images.shape == (12, 16, 16, 3)
@@ -134,20 +135,22 @@ def test_unknown_tfds_name_is_named():
 
 def test_large_tfds_data_set_is_streamed(monkeypatch):
     import tensorflow_datasets as tfds
-    monkeypatch.setattr(sources, "IN_MEMORY_LIMIT_BYTES", 1000)  # as if cifar10 were ImageNet-sized
     monkeypatch.setattr(sources, "_num_examples", lambda builder, split: 50000)  # as if it were prepared
     with tfds.testing.mock_data(num_examples=40):
-        stream = sources.load("tfds:cifar10", "train", image_size=16)
-        assert isinstance(stream, sources.Stream) and stream.image_shape == (16, 16, 3)
+        # cifar10 needs 146 MB at its size: over a budget of 0.1 GB
+        stream = sources.load("tfds:cifar10", "train", image_size=16,
+                              options=sources.ReadOptions(memory_budget_gb=0.1))
+        assert isinstance(stream, sources.Stream) and stream.channels == 3
         assert stream.num_examples == 50000  # from the data set's metadata
-        subset = stream.subset(12, seed=0)
+        subset = stream.subset(12, seed=0, image_size=16)
         with pytest.raises(sources.DataError, match="--knn_train_size and --knn_test_size"):
             stream.subset(0)
     assert subset.images.shape == (12, 16, 16, 3) and subset.labels.shape == (12,)
 
 
 def test_resize_and_centre_crop_keeps_the_aspect():
+    from tf_simsiam.data import streams
     image = np.zeros((20, 40, 1), "uint8")
     image[:, 8:32] = 255  # the central square and a margin around it are white
-    out = sources._resize_and_centre_crop(tf.constant(image), 10).numpy()
+    out = streams.centre_crop(tf.constant(image), 10).numpy()
     assert out.shape == (10, 10, 1) and out.min() == 255

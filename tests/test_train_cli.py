@@ -142,3 +142,29 @@ def test_knn_dataset_monitors_an_unlabelled_run(tmp_path):
     bad = train(tmp_path / "run2", "--epochs=1", f"--dataset=folder:{images}", f"--knn_dataset=folder:{images}",
                 check=False)
     assert bad.returncode != 0 and f"--knn_dataset=folder:{images} has no labels" in bad.stderr
+
+
+def test_a_folder_over_the_memory_budget_trains_streamed_with_the_folder_recipe(tmp_path):
+    from test_folders import mixed_folder
+    images = tmp_path / "photos"
+    mixed_folder(str(images), count=150)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tf_simsiam.train", "--flagfile=configs/folder.cfg", f"--dataset=folder:{images}",
+           f"--model_dir={run}", "--memory_budget_gb=0.0001", *TINY, "--epochs=1", "--augment=simsiam_imagenet"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "150 images streamed from disk" in out.stderr and "skipping unreadable image" in out.stderr
+    assert "broken.jpg" in out.stderr and "the kNN monitor is off" in out.stderr
+    result = json.loads((run / "result.json").read_text())
+    assert result["final_z_std"] > 0 and (run / "export" / "saved_model" / "saved_model.pb").exists()
+    assert json.loads((run / "config.json").read_text())["encoder"]["input_shape"] == [16, 16, 3]
+
+
+def test_a_folder_of_unreadable_files_exits_with_their_paths(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(2):
+        (broken / f"{i}.jpg").write_bytes(b"\xff\xd8 not really")
+    out = train(tmp_path / "run", f"--dataset=folder:{broken}", check=False)
+    assert out.returncode != 0 and f"none of its 2 image files can be read: {broken}/0.jpg" in out.stderr
+    assert not (tmp_path / "run" / "config.json").exists()  # stopped before the run began

@@ -89,12 +89,14 @@ class EvaluateConfig:
 
 
 def _splits(config, image_size):
-    train = sources.resized(sources.load(config.dataset, "train", config.data_dir, image_size), image_size)
-    test = sources.resized(sources.load(config.dataset, "test", config.data_dir, image_size), image_size)
+    train = sources.load(config.dataset, "train", config.data_dir, image_size)
+    test = sources.load(config.dataset, "test", config.data_dir, image_size)
     if isinstance(train, sources.Stream):
-        train, test = train.subset(config.train_size or 50_000, config.seed), test.subset(config.test_size or 10_000)
+        train = train.subset(config.train_size or 50_000, config.seed, image_size)
+        test = test.subset(config.test_size or 10_000, config.seed, image_size)
     else:
-        train, test = train.subset(config.train_size, config.seed), test.subset(config.test_size, config.seed)
+        train = sources.resized(train.subset(config.train_size, config.seed), image_size)
+        test = sources.resized(test.subset(config.test_size, config.seed), image_size)
     if train.labels is None or test.labels is None:
         raise ValueError(f"--dataset={config.dataset} has no labels: evaluation needs class folders or a "
                          f"labelled data set")

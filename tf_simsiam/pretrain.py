@@ -21,6 +21,7 @@ from tf_simsiam import callbacks, distribute, export, losses, optim
 from tf_simsiam.data import augment as augment_lib
 from tf_simsiam.data import pipeline, sources
 from tf_simsiam.models import SimCLR, SimSiam, backbones
+from tf_simsiam.models.two_views import as_float
 
 log = logging.getLogger("tf_simsiam")
 
@@ -35,6 +36,11 @@ class PretrainConfig:
     dataset: str = "fashion_mnist"
     data_dir: str = None
     image_size: int = 0  # 0: the data set's own size
+    stream: str = "auto"  # auto | true | false: read from disk as needed (see data.sources.ReadOptions)
+    memory_budget_gb: float = 4.0
+    max_side: int = 0  # 0: twice the training size
+    min_side: int = 0
+    max_unreadable: float = 0.01
     augment: str = "simsiam_imagenet"
     crop_min_scale: float = 0.2
     color_strength: float = 1.0  # the SimCLR recipe's colour distortion strength s
@@ -90,7 +96,7 @@ class PretrainConfig:
                   "similarity", "symmetric", "method", "temperature", "optimizer", "lr_scaling", "color_strength",
                   "dataset", "image_size", "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
                   "batch_size", "epochs", "steps_per_epoch", "base_lr", "weight_decay", "momentum",
-                  "warmup_epochs", "seed", "augment", "crop_min_scale")
+                  "warmup_epochs", "seed", "augment", "crop_min_scale", "max_side")
 
     def validate(self):
         """Raises ValueError naming the setting (the CLI flag of the same name) at fault."""
@@ -149,6 +155,13 @@ class PretrainConfig:
                              f"multi_worker, not {self.strategy}")
         if not self.model_dir:
             raise ValueError("--model_dir must not be empty")
+        self.read_options()
+
+    def read_options(self):
+        """How the data sets are read (raises ValueError naming the flag at fault)."""
+        return sources.ReadOptions(stream=self.stream, memory_budget_gb=self.memory_budget_gb,
+                                   max_side=self.max_side, min_side=self.min_side,
+                                   max_unreadable=self.max_unreadable)
 
     def optimizer_name(self):
         return self.optimizer or {"simsiam": "sgd", "simclr": "lars"}[self.method]
@@ -157,56 +170,78 @@ class PretrainConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def load_splits(config, need_test, dataset=None, flag="dataset", image_size=None, channels=3):
-    """(train, test-or-None) Splits (or Streams, for data sets too large for memory) at the training size.
-    `dataset` (default config.dataset) is named by the command-line flag `flag` in error messages."""
-    dataset = dataset or config.dataset
-    size = image_size or config.image_size or None
-    train = sources.resized(sources.load(dataset, "train", config.data_dir, size, channels, flag), size or 0)
-    return with_test_split(config, train, dataset, flag, size, channels) if need_test else (train, None)
+def training_size(config, train, flag="dataset"):
+    """The side of the square views: --image_size, else the data set's own (square, fixed-size) images."""
+    if config.image_size:
+        return config.image_size
+    if isinstance(train, sources.Split) and train.sizes is None and train.image_shape[0] == train.image_shape[1]:
+        return train.image_shape[0]
+    raise sources.DataError(f"--{flag}={config.dataset} has images of several sizes or shapes: set --image_size, "
+                            f"the side of the square views to train on (for example 224 for photographs)")
+
+
+def channels_of(data):
+    return data.channels if isinstance(data, sources.Stream) else data.images.shape[-1]
+
+
+def load_train(config, dataset=None, flag="dataset", image_size=None, channels=3):
+    """The training images at their own sizes: a Split, or a Stream for data sets read from disk as needed."""
+    return sources.load(dataset or config.dataset, "train", config.data_dir, image_size or config.image_size or None,
+                        channels, flag, options=config.read_options())
 
 
 def with_test_split(config, train, dataset, flag, size, channels):
     """(train, test): the data set's test split, or, for a labelled data set without one, 10% of the training
     images held out (seeded)."""
     try:
-        test = sources.resized(sources.load(dataset, "test", config.data_dir, size, channels, flag), size or 0)
+        test = sources.load(dataset, "test", config.data_dir, size, channels, flag, options=config.read_options())
     except sources.DataError:
         if isinstance(train, sources.Stream) or train.labels is None:
             raise
         log.info("%s has no test split: the kNN monitor holds out 10%% of the training images", dataset)
-        index = np.random.default_rng(config.seed).permutation(len(train.images))
+        index = np.random.default_rng(config.seed).permutation(train.num_examples)
         cut = len(index) // 10
-        test = sources.Split(train.images[index[:cut]], train.labels[index[:cut]], train.class_names)
-        train = sources.Split(train.images[index[cut:]], train.labels[index[cut:]], train.class_names)
+        test, train = train.take(np.sort(index[:cut])), train.take(np.sort(index[cut:]))
     return train, test
 
 
+def knn_splits(config, train, test, size):
+    """The kNN monitor's memory and queries: seeded subsets, in the evaluation view at the training size."""
+    def view(data, count):
+        if isinstance(data, sources.Stream):
+            return data.subset(count, config.seed, size)
+        return sources.resized(data.subset(count, config.seed), size)
+    return view(train, config.knn_train_size), view(test, config.knn_test_size)
+
+
 def load_data(config):
-    """(train, kNN memory, kNN queries): the pretraining images and the labelled splits of the kNN monitor, or
-    (train, None, None) when the monitor is off: by --knn_every=0, or because the data set has no labels and no
-    --knn_dataset names one (said in one log line, with how to get the monitor back)."""
-    train, _ = load_splits(config, need_test=False)
+    """(train, kNN memory, kNN queries): the pretraining images (at their own sizes) and the labelled splits of
+    the kNN monitor (at the training size), or (train, None, None) when the monitor is off: by --knn_every=0, or
+    because the data set has no labels and no --knn_dataset names one (said in one log line, with how to get
+    the monitor back)."""
+    train = load_train(config)
+    size, channels = training_size(config, train), channels_of(train)
     if not config.knn_every:
         return train, None, None
     if config.knn_dataset:
-        shape = train.image_shape
-        knn_train, _ = load_splits(config, need_test=False, dataset=config.knn_dataset, flag="knn_dataset",
-                                   image_size=shape[0], channels=shape[-1])
-        if not isinstance(knn_train, sources.Stream) and knn_train.labels is None:
+        knn_train = load_train(config, config.knn_dataset, "knn_dataset", size, channels)
+        if knn_train.labels is None:
             raise sources.DataError(f"--knn_dataset={config.knn_dataset} has no labels: the kNN monitor needs "
                                     f"class folders (PATH/CLASS/image.jpg)")
-        if knn_train.image_shape != shape:
-            raise sources.DataError(f"--knn_dataset={config.knn_dataset} has images of shape "
-                                    f"{knn_train.image_shape}, the training images {shape}")
-        return (train, *with_test_split(config, knn_train, config.knn_dataset, "knn_dataset", shape[0], shape[-1]))
-    if not isinstance(train, sources.Stream) and train.labels is None:
+        if channels_of(knn_train) != channels:
+            raise sources.DataError(f"--knn_dataset={config.knn_dataset} has {channels_of(knn_train)}-channel "
+                                    f"images, the training images {channels}")
+        knn_train, knn_test = with_test_split(config, knn_train, config.knn_dataset, "knn_dataset", size, channels)
+        return (train, *knn_splits(config, knn_train, knn_test, size))
+    if train.labels is None:
         log.info("the kNN monitor is off: --dataset=%s has no labels (no class folders). To monitor training, "
                  "pass --knn_dataset=folder:PATH, a small labelled set of the same kind of images "
                  "(PATH/CLASS/image.jpg); --knn_every=0 turns the monitor off without this note", config.dataset)
         return train, None, None
-    train, test = with_test_split(config, train, config.dataset, "dataset", config.image_size or None, 3)
-    return train, train, test
+    knn_train, knn_test = with_test_split(config, train, config.dataset, "dataset", size, channels)
+    if knn_train is not train and not isinstance(train, sources.Stream):
+        train = knn_train  # the held-out images are not trained on
+    return (train, *knn_splits(config, knn_train, knn_test, size))
 
 
 def recipe_of(config, size):
@@ -218,11 +253,16 @@ def recipe_of(config, size):
 
 
 def encoder_config(config, train):
-    """Arguments of backbones.get; the normalisation uses the training images' own mean and std."""
-    images = train.subset(10_000, config.seed).images if isinstance(train, sources.Stream) else train.images
+    """Arguments of backbones.get; the normalisation uses the training images' own mean and std (of up to
+    10,000 of them in memory, 2,000 from a stream, in the evaluation view)."""
+    size = training_size(config, train)
+    if isinstance(train, sources.Stream):
+        images = train.subset(min(2_000, train.num_examples), config.seed, size).images
+    else:
+        images = sources.resized(train.subset(10_000, config.seed), size).images
     pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
     sample = pixels[:: max(1, len(pixels) // 2_000_000)]
-    return {"name": config.backbone, "input_shape": list(train.image_shape), "width": config.width,
+    return {"name": config.backbone, "input_shape": [size, size, images.shape[-1]], "width": config.width,
             "mean": [round(float(m), 4) for m in sample.mean(0)],
             "std": [round(float(s), 4) for s in sample.std(0)]}
 
@@ -300,9 +340,8 @@ def pretrain(config):
     _check_same_run(config, model_dir)
 
     train, knn_train, knn_test = load_data(config)
-    streamed = isinstance(train, sources.Stream)
     need_knn = knn_train is not None
-    num_examples = train.num_examples if streamed else len(train.images)
+    num_examples = train.num_examples
     steps_per_epoch = num_examples // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"--batch_size={config.batch_size} is larger than the data set ({num_examples})")
@@ -326,19 +365,17 @@ def pretrain(config):
 
     recipe = recipe_of(config, enc_config["input_shape"][0])
     dataset = distribute.distribute_dataset(strategy, lambda input_context: pipeline.pretrain_dataset(
-        train if streamed else train.images, config.batch_size, recipe, seed=config.seed,
+        train, config.batch_size, recipe, seed=config.seed,
         augment_on=config.augment_on, start_step=initial_epoch * steps_per_epoch, input_context=input_context))
     monitors = []
     knn = None
     if need_knn:
-        knn = callbacks.KNNMonitor(knn_train.subset(config.knn_train_size, config.seed),
-                                   knn_test.subset(config.knn_test_size, config.seed), every=config.knn_every,
+        knn = callbacks.KNNMonitor(knn_train, knn_test, every=config.knn_every,
                                    k=config.knn_k, temperature=config.knn_temperature)
         monitors.append(knn)
     collapse = callbacks.CollapseMonitor(config.proj_dim)
     log_dir = os.path.join(model_dir, "logs")
-    first_views = augment_lib.two_views((train.subset(8) if streamed else train).images[:8], recipe,
-                                        [config.seed, 0])
+    first_views = next(iter(pipeline.pretrain_dataset(train, 8, recipe, seed=config.seed)))
     monitors += [collapse, callbacks.Checkpoint(checkpoints, chief=chief)]
     if chief:
         monitors += [callbacks.EpochHistory(os.path.join(model_dir, "history.csv")),
@@ -433,10 +470,10 @@ def z_first_component_share(model_dir, batches=8, seed=0):
     with `seed`) of losses.first_component_share(z) at the run's last checkpoint (that of `epoch`), z computed as
     in the train step, BN on the batch's statistics (where z_std is measured)."""
     config, enc_config, model, epoch = load_run(model_dir)
-    train, _ = load_splits(config, need_test=False)
-    dataset = pipeline.pretrain_dataset(train if isinstance(train, sources.Stream) else train.images,
-                                        config.batch_size, recipe_of(config, enc_config["input_shape"][0]), seed=seed)
-    shares = [float(losses.first_component_share(model.projector(model.backbone(views[:, 0], training=True),
+    dataset = pipeline.pretrain_dataset(load_train(config), config.batch_size,
+                                        recipe_of(config, enc_config["input_shape"][0]), seed=seed)
+    shares = [float(losses.first_component_share(model.projector(model.backbone(as_float(views[:, 0]),
+                                                                                training=True),
                                                                  training=True)))
               for views in dataset.take(batches)]
     return float(np.mean(shares)), epoch

@@ -14,6 +14,7 @@ from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 from tf_simsiam.pretrain import PretrainConfig  # noqa: E402
+from tf_simsiam.data import sources  # noqa: E402
 
 D = PretrainConfig()  # defaults live in one place: the config
 
@@ -23,8 +24,21 @@ flags.DEFINE_string("dataset", D.dataset, "fashion_mnist (offline: Debian packag
                     "tfds:NAME (TensorFlow Datasets) or folder:PATH (JPEG/PNG/BMP/GIF; class sub-folders "
                     "give labels).")
 flags.DEFINE_string("data_dir", D.data_dir, "TFDS data directory for tfds: data sets.")
-flags.DEFINE_integer("image_size", D.image_size, "Train at this square size; 0 keeps the data set's own size "
-                     "(folder: data sets need it).", lower_bound=0)
+flags.DEFINE_integer("image_size", D.image_size, "The side of the square views; 0: the data set's own size "
+                     "(square images of one size; folder: data sets need it).", lower_bound=0)
+flags.DEFINE_enum("stream", D.stream, list(sources.STREAM_MODES), "Read the training images from disk as "
+                  "training needs them (true), keep them decoded in memory (false), or stream only a data set "
+                  "whose decoded images would exceed --memory_budget_gb (auto).")
+flags.DEFINE_float("memory_budget_gb", D.memory_budget_gb, "Memory for decoded images, in GiB: with --stream=auto "
+                   "a larger data set is streamed.")
+flags.DEFINE_integer("max_side", D.max_side, "In memory, images are kept at most this many pixels on the shorter "
+                     "side (aspect ratio kept), crops are cut from them; 0: twice --image_size. Streams crop the "
+                     "original files.", lower_bound=0)
+flags.DEFINE_integer("min_side", D.min_side, "Images smaller than this on the shorter side stop the run with "
+                     "their paths (0: any size).", lower_bound=0)
+flags.DEFINE_float("max_unreadable", D.max_unreadable, "The fraction of a folder's image files that may be "
+                   "unreadable: each is logged by path and skipped; more stops the run with the list.",
+                   lower_bound=0, upper_bound=1)
 flags.DEFINE_enum("augment", D.augment, ["simsiam_imagenet", "simsiam_cifar", "simclr"],
                   "Augmentation recipe: SimSiam's ImageNet one, its CIFAR variant (no blur), or SimCLR's "
                   "(colour strength --color_strength, blur only above 64 pixels).")

@@ -11,7 +11,13 @@ Order and semantics follow torchvision, as in the official SimSiam code:
     RandomApply(GaussianBlur(sigma), p)        -> separable Gaussian, reflect padding, as matrices
     RandomHorizontalFlip()                     -> folded into the crop matrices (it commutes with the rest)
 Crop, resize and flip are one pair of per-image matrices Ay (size x H) and Ax (size x W):
-views = Ay @ image @ Ax^T, which is two small matmuls instead of gathers.
+views = Ay @ image @ Ax^T, which is two small matmuls instead of gathers. The crop box is drawn on each image's own
+height and width (images of several sizes lie on a padded canvas with their `sizes`), and the matrices give no
+weight outside the box, so the result is that of cropping first and resizing the crop, as PIL does.
+
+Two views are made in stages: `two_crops` draws both views' boxes and flips, `crops_of` cuts and resizes them
+(uint8, rounded as a PIL crop is), `two_views_of_crops` applies the colour stages and rounds the views to uint8.
+A stream runs the same stages, its crops decoded from the file one image at a time (data.streams).
 
 `two_views_compiled` is the XLA-compiled form used by both placements (about 10x faster on a CPU than plain
 TF ops). XLA draws other stateless random numbers than TF's CPU kernels for the same seed (both Philox, keyed
@@ -94,50 +100,94 @@ def _uniform(seed, shape, low=0.0, high=1.0):
 
 
 def _resize_matrices(start, length, in_size, out_size):
-    """(B, out, in) bilinear weights sampling [start, start+length) of a 1-D signal at out_size points.
+    """(B, out, in) bilinear weights sampling the crop [start, start+length) of a 1-D signal at out_size points.
 
-    Pixel j covers [j, j+1). A triangle filter, widened by the downscaling factor (antialiasing as in PIL),
-    is centred on each output pixel; the weights of each row sum to 1.
+    Pixel j covers [j, j+1). A triangle filter, widened by the downscaling factor (antialiasing as in PIL), is
+    centred on each output pixel and cut to the crop's own pixels, as when the crop is cut out first and then
+    resized (PIL never reads outside the image it resizes); the weights of each row sum to 1.
     """
     scale = length / out_size  # (B,)
     centres = start[:, None] + (tf.range(out_size, dtype=tf.float32)[None, :] + 0.5) * scale[:, None]
     support = tf.maximum(scale, 1.0)[:, None, None]
-    pixels = tf.range(in_size, dtype=tf.float32)[None, None, :] + 0.5
-    weights = tf.nn.relu(1.0 - tf.abs(pixels - centres[:, :, None]) / support)
+    pixels = tf.range(in_size, dtype=tf.float32)[None, None, :]
+    inside = (pixels >= start[:, None, None]) & (pixels < (start + length)[:, None, None])
+    weights = tf.nn.relu(1.0 - tf.abs(pixels + 0.5 - centres[:, :, None]) / support)
+    weights = tf.where(inside, weights, 0.0)
     return weights / tf.maximum(tf.reduce_sum(weights, axis=-1, keepdims=True), 1e-12)
 
 
 def crop_boxes(seed, batch, height, width, scale, ratio, attempts=10):
-    """torchvision's RandomResizedCrop.get_params for a whole batch: (top, left, h, w) in pixels.
+    """torchvision's RandomResizedCrop.get_params for a whole batch: (top, left, h, w) in pixels, float32 (B,).
 
-    Up to `attempts` (area, aspect) draws per image; the first that fits wins, else the centre crop with the
-    aspect ratio clamped into `ratio` (torchvision's fallback).
+    `height` and `width` are each image's own size: numbers, or tensors (B,). Up to `attempts` (area, log-ratio)
+    draws per image; the first that fits wins, else the centre crop with the aspect ratio clamped into `ratio`
+    (torchvision's fallback).
     """
     seeds = tf.random.experimental.stateless_split(seed, 4, alg="philox")
-    area = float(height * width) * _uniform(seeds[0], [batch, attempts], *scale)
-    log_ratio = _uniform(seeds[1], [batch, attempts], math.log(ratio[0]), math.log(ratio[1]))
-    aspect = tf.exp(log_ratio)
+    height = tf.broadcast_to(tf.cast(height, tf.float32), [batch])
+    width = tf.broadcast_to(tf.cast(width, tf.float32), [batch])
+    area = (height * width)[:, None] * _uniform(seeds[0], [batch, attempts], *scale)
+    aspect = tf.exp(_uniform(seeds[1], [batch, attempts], math.log(ratio[0]), math.log(ratio[1])))
     w = tf.round(tf.sqrt(area * aspect))
     h = tf.round(tf.sqrt(area / aspect))
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    fits = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
     first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
     w = tf.gather(w, first, batch_dims=1)
     h = tf.gather(h, first, batch_dims=1)
     any_fits = tf.reduce_any(fits, axis=1)
     in_ratio = width / height
-    if in_ratio < ratio[0]:
-        fallback_w, fallback_h = float(width), float(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        fallback_w, fallback_h = float(round(height * ratio[1])), float(height)
-    else:
-        fallback_w, fallback_h = float(width), float(height)
+    fallback_w = tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width)
+    fallback_h = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
     w = tf.where(any_fits, w, fallback_w)
     h = tf.where(any_fits, h, fallback_h)
-    top = tf.floor(_uniform(seeds[2], [batch]) * (height - h + 1))
-    left = tf.floor(_uniform(seeds[3], [batch]) * (width - w + 1))
-    top = tf.where(any_fits, top, tf.round((height - h) / 2))
-    left = tf.where(any_fits, left, tf.round((width - w) / 2))
+    # randint(0, n - k + 1); the minimum guards against float32 rounding u * (n - k + 1) up to n - k + 1
+    top = tf.minimum(tf.floor(_uniform(seeds[2], [batch]) * (height - h + 1)), height - h)
+    left = tf.minimum(tf.floor(_uniform(seeds[3], [batch]) * (width - w + 1)), width - w)
+    top = tf.where(any_fits, top, tf.floor((height - h) / 2))
+    left = tf.where(any_fits, left, tf.floor((width - w) / 2))
     return top, left, h, w
+
+
+def _view_seeds(seed):
+    """(2, 5, 2): per view, the seeds of crop, flip, colour jitter, grayscale and blur."""
+    return tf.stack([tf.random.experimental.stateless_split(s, 5, alg="philox")
+                     for s in tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2,
+                                                                                 alg="philox"))])
+
+
+def crop_params(seeds, recipe, batch, height, width):
+    """(top, left, h, w, flip) of one view, each (B,): the crop box and the horizontal flip."""
+    top, left, h, w = crop_boxes(seeds[0], batch, height, width, recipe.crop_scale, recipe.crop_ratio)
+    return top, left, h, w, _uniform(seeds[1], [batch]) < recipe.flip_prob
+
+
+def _to_levels(images):
+    """Rounded to the 256 levels of a uint8 image (as each PIL transform of torchvision's pipeline rounds),
+    still float in [0, 1]."""
+    return tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0) / 255.0
+
+
+def resized_crops(images, box, size):
+    """The crops box = (top, left, h, w, flip) of a batch of images (B, H, W, C) in [0, 1], resized to
+    size x size as torchvision's resized_crop on a PIL image: crop, then an antialiased bilinear resize of
+    the crop alone (pixels beyond the box, such as a canvas' padding, get no weight); then the flip."""
+    top, left, h, w, flip = box
+    rows = _resize_matrices(top, h, tf.shape(images)[1], size)
+    cols = _resize_matrices(left, w, tf.shape(images)[2], size)
+    cols = tf.where(flip[:, None, None], tf.reverse(cols, axis=[1]), cols)
+    return _to_levels(tf.einsum("bkh,bhwc,blw->bklc", rows, images, cols))
+
+
+def _as_float(images):
+    return tf.cast(images, tf.float32) / 255.0 if images.dtype == tf.uint8 else tf.cast(images, tf.float32)
+
+
+def photometric(views, recipe, seeds):
+    """Colour jitter, grayscale and blur of crops (B, size, size, C) in [0, 1]; seeds (5, 2) of the view."""
+    views = color_jitter(views, seeds[2], recipe.jitter, recipe.jitter_prob)
+    views = random_grayscale(views, seeds[3], recipe.grayscale_prob)
+    views = gaussian_blur(views, seeds[4], recipe.blur_sigma, recipe.blur_prob, recipe.kernel_size())
+    return _to_levels(views)
 
 
 def _grayscale(images):
@@ -221,42 +271,110 @@ def gaussian_blur(images, seed, sigma_range, prob, kernel_size):
     return tf.einsum("bkh,bhwc,blw->bklc", blur, images, blur)
 
 
-def augment(images, recipe, seed):
-    """One augmented view of each image. images: (B, H, W, C) floats in [0, 1] or uint8; seed: shape [2]."""
-    if images.dtype == tf.uint8:
-        images = tf.cast(images, tf.float32) / 255.0
-    images = tf.cast(images, tf.float32)
-    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+def augment(images, recipe, seed, sizes=None):
+    """One augmented view of each image, float in [0, 1] on the 256 uint8 levels.
+
+    images: (B, H, W, C) uint8 (or floats in [0, 1]); sizes: optional (B, 2) int (height, width) of each image
+    in the top-left corner of its canvas (images of several sizes padded to one shape), else every image fills
+    it; seed: shape [2].
+    """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5, alg="philox")
-    top, left, h, w = crop_boxes(seeds[0], batch, height, width, recipe.crop_scale, recipe.crop_ratio)
-    rows = _resize_matrices(top, h, height, recipe.size)
-    cols = _resize_matrices(left, w, width, recipe.size)
-    flip = _uniform(seeds[1], [batch, 1, 1]) < recipe.flip_prob
-    cols = tf.where(flip, tf.reverse(cols, axis=[1]), cols)
-    views = tf.einsum("bkh,bhwc,blw->bklc", rows, images, cols)
-    views = color_jitter(views, seeds[2], recipe.jitter, recipe.jitter_prob)
-    views = random_grayscale(views, seeds[3], recipe.grayscale_prob)
-    views = gaussian_blur(views, seeds[4], recipe.blur_sigma, recipe.blur_prob, recipe.kernel_size())
-    return tf.clip_by_value(views, 0.0, 1.0)
+    return _view(_as_float(images), recipe, seeds, sizes)
 
 
-def two_views(images, recipe, seed):
-    """Two independent views of each image, stacked as (B, 2, size, size, C)."""
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2, alg="philox")
-    return tf.stack([augment(images, recipe, seeds[0]), augment(images, recipe, seeds[1])], axis=1)
+def _view(images, recipe, seeds, sizes):
+    batch = tf.shape(images)[0]
+    height, width = (images.shape[1], images.shape[2]) if sizes is None else (sizes[:, 0], sizes[:, 1])
+    crops = resized_crops(images, crop_params(seeds, recipe, batch, height, width), recipe.size)
+    return photometric(crops, recipe, seeds)
 
 
-_two_views_xla = tf.function(two_views, jit_compile=True)
+def two_crops(seed, recipe, sizes):
+    """The crop boxes and flips of both views of a batch: (B, 2, 5) float32 rows (top, left, h, w, flip), drawn
+    on each image's own height and width, sizes (B, 2)."""
+    seeds = _view_seeds(seed)
+    sizes = tf.cast(sizes, tf.float32)
+    batch = tf.shape(sizes)[0]
+    params = [tf.stack([tf.cast(p, tf.float32) for p in crop_params(seeds[v], recipe, batch, sizes[:, 0],
+                                                                      sizes[:, 1])], axis=1) for v in range(2)]
+    return tf.stack(params, axis=1)
 
 
-def two_views_compiled(images, recipe, seed):
-    """two_views compiled with XLA (what the host pipeline and the device layer run)."""
-    return _two_views_xla(images, recipe, tf.cast(seed, tf.int64))
+def _box(boxes, view):
+    return [boxes[:, view, i] for i in range(4)] + [boxes[:, view, 4] > 0.5]
+
+
+def crops_of(images, boxes, size):
+    """The resized crops (B, 2, size, size, C) uint8 of both views, boxes (B, 2, 5) from `two_crops`."""
+    images = _as_float(images)
+    crops = [resized_crops(images, _box(boxes, v), size) for v in range(2)]
+    return tf.cast(tf.round(tf.stack(crops, axis=1) * 255.0), tf.uint8)
+
+
+def two_views_of_crops(crops, recipe, seed):
+    """Both views' colour stages (jitter, grayscale, blur) on resized crops (B, 2, size, size, C) uint8."""
+    crops = _as_float(crops)
+    seeds = _view_seeds(seed)
+    views = [photometric(crops[:, v], recipe, seeds[v]) for v in range(2)]
+    return tf.cast(tf.round(tf.stack(views, axis=1) * 255.0), tf.uint8)
+
+
+def _full_sizes(images):
+    return tf.tile(tf.constant([list(images.shape[1:3])], tf.int32), [tf.shape(images)[0], 1])
+
+
+def two_views(images, recipe, seed, sizes=None):
+    """Two independent views of each image, stacked as (B, 2, size, size, C) uint8 (see `augment`): the crops
+    (`two_crops`, `crops_of`), then the colour stages (`two_views_of_crops`). Streams run the same stages with
+    the crops decoded one image at a time."""
+    images = tf.convert_to_tensor(images)
+    sizes = _full_sizes(images) if sizes is None else sizes
+    return two_views_of_crops(crops_of(images, two_crops(seed, recipe, sizes), recipe.size), recipe, seed)
+
+
+_two_crops_xla = tf.function(two_crops, jit_compile=True)
+_crops_of_xla = tf.function(crops_of, jit_compile=True)
+_two_views_of_crops_xla = tf.function(two_views_of_crops, jit_compile=True)
+CROP_CHUNK_BYTES = 2 ** 28  # float32 canvas bytes resized at a time: bounds the working memory of large images
+
+
+def two_crops_compiled(seed, recipe, sizes):
+    return _two_crops_xla(tf.cast(seed, tf.int64), recipe, tf.cast(sizes, tf.int32))
+
+
+def crops_of_compiled(images, boxes, size):
+    """crops_of compiled with XLA. When the batch of canvases is large in float32, a chunk of images at a time,
+    every chunk of the same shape (the last one padded), so an image's crops do not depend on the batch size."""
+    batch = images.shape[0]
+    chunk = max(1, CROP_CHUNK_BYTES // (4 * math.prod(images.shape[1:])))
+    if batch is None or chunk >= batch:
+        return _crops_of_xla(images, boxes, size)
+    pad = -batch % chunk
+    images = tf.pad(images, [[0, pad], [0, 0], [0, 0], [0, 0]])
+    boxes = tf.pad(boxes, [[0, pad], [0, 0], [0, 0]])  # empty boxes: zero crops, cut off below
+    crops = [_crops_of_xla(images[i:i + chunk], boxes[i:i + chunk], size) for i in range(0, batch + pad, chunk)]
+    return tf.concat(crops, axis=0)[:batch]
+
+
+def two_views_of_crops_compiled(crops, recipe, seed):
+    return _two_views_of_crops_xla(crops, recipe, tf.cast(seed, tf.int64))
+
+
+def two_views_compiled(images, recipe, seed, sizes=None):
+    """two_views with each stage compiled with XLA (what the host pipeline and the device layer run)."""
+    images = tf.convert_to_tensor(images)
+    sizes = _full_sizes(images) if sizes is None else sizes
+    boxes = two_crops_compiled(seed, recipe, sizes)
+    return two_views_of_crops_compiled(crops_of_compiled(images, boxes, recipe.size), recipe, seed)
 
 
 @keras.saving.register_keras_serializable(package="tf_simsiam")
 class TwoViews(keras.layers.Layer):
-    """On-device augmentation: images (B, H, W, C) -> stacked views (B, 2, size, size, C).
+    """On-device augmentation: images (B, H, W, C) -> stacked views (B, 2, size, size, C) uint8.
+
+    The input is what `pipeline.pretrain_dataset(..., augment_on="device")` yields: images of one size; a dict
+    {"images": canvases, "sizes": (B, 2)} for images of several sizes; or {"crops": (B, 2, size, size, C)}
+    from a stream, whose crops are cut while decoding on the host, leaving the colour stages to the device.
 
     Called by the model's train step with a step-dependent seed (`--augment_on=device`). Under a distribution
     strategy with several replicas, each replica folds its replica id into the seed, so that replicas draw
@@ -273,6 +391,10 @@ class TwoViews(keras.layers.Layer):
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             seed = tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
+        if isinstance(images, dict) and "crops" in images:
+            return two_views_of_crops_compiled(images["crops"], self.recipe, seed)
+        if isinstance(images, dict):
+            return two_views_compiled(images["images"], self.recipe, seed, images["sizes"])
         return two_views_compiled(images, self.recipe, seed)
 
     def get_config(self):

@@ -1,21 +1,26 @@
-"""The pretraining input pipeline: a Split of uint8 images -> batches of two stacked views (B, 2, S, S, C).
+"""The pretraining input pipeline: images -> batches of two stacked views (B, 2, S, S, C) uint8.
 
 Example order and augmentation are stateless functions of (seed, global step): batch b holds the examples
 b*B ... b*B+B-1 of an endless sequence of per-epoch permutations (tf.random.experimental.index_shuffle with
 seed (seed, epoch)), augmented with seed (seed, b). A run resumed at step b therefore sees exactly the batches an
-uninterrupted run would have seen, and the host and device placements produce the same views.
+uninterrupted run would have seen, and the host and device placements produce the same views. A folder read as
+a stream follows the same order; its crops are decoded from the files (see data.streams).
+
+Views travel as uint8, a quarter of the bytes of float32, and become floats in [0, 1] in the train step.
 
 Under a distribution strategy (an `input_context`), the batch size stays the global one: each input pipeline
 (one per worker or TPU host) yields, for every step, the per-replica slices of the global batch that belong to
 its replicas, in replica order. With one input pipeline (one machine, any number of devices) the replicas
-together see exactly the single-device batch and views; with several, each pipeline augments only its own
-slice, with the pipeline id folded into the seed.
+together see exactly the single-device batch and views; with several, each pipeline reads and augments only its
+own slice of every batch, with the pipeline id folded into the seed: an epoch's images are partitioned exactly
+between the pipelines.
 """
 
 import tensorflow as tf
 
 from tf_simsiam.data import augment as augment_lib
-from tf_simsiam.data.sources import Stream
+from tf_simsiam.data.sources import Split
+from tf_simsiam.data.streams import Stream, decode_crops
 
 AUGMENT_PLACEMENTS = ("host", "device")
 
@@ -34,13 +39,14 @@ def pretrain_dataset(images, batch_size, recipe, seed=0, augment_on="host", star
     """An endless tf.data.Dataset of batches for SimSiam.fit (use steps_per_epoch).
 
     Args:
-      images: uint8 array (N, H, W, C), e.g. `Split.images`, or a `sources.Stream` (a data set too large for
-        memory: shuffled through a buffer, so order is seeded but a resumed run reshuffles).
+      images: uint8 array (N, H, W, C), a `sources.Split` (images of several sizes: a canvas with their sizes),
+        or a `streams.Stream` (a data set read from disk as needed).
       batch_size: examples per batch (the global batch; static, every batch is full).
       recipe: an augment.Recipe.
       seed: the run's seed; order and views are a function of it.
-      augment_on: "host" -> batches of views (B, 2, S, S, C) float32; "device" -> batches of images (B, H, W, C)
-        uint8, to be augmented in the train step by the model's `augment` layer (same seed gives the same views).
+      augment_on: "host" -> batches of views (B, 2, S, S, C) uint8; "device" -> what the model's `augment`
+        layer turns into the same views in the train step: images (B, H, W, C) uint8, {"images", "sizes"} for
+        images of several sizes, or {"crops": (B, 2, S, S, C)} for a stream (cropped while decoding).
       start_step: the global step to start from (for resuming).
       jit_compile: run the host augmentation compiled with XLA (about 10x faster on CPU), as the device layer
         does; with False, plain TF ops draw other (equally distributed) random numbers.
@@ -49,32 +55,32 @@ def pretrain_dataset(images, batch_size, recipe, seed=0, augment_on="host", star
     """
     if augment_on not in AUGMENT_PLACEMENTS:
         raise ValueError(f"--augment_on must be one of {AUGMENT_PLACEMENTS}, got {augment_on!r}")
-    views = augment_lib.two_views_compiled if jit_compile else augment_lib.two_views
     shard = _Shard(batch_size, input_context)
-
-    def augmented(step, batch):
-        if augment_on == "device":
-            return batch
-        return views(batch, recipe, shard.seed(seed, step))
-
     if isinstance(images, Stream):
-        dataset = _stream_batches(images, shard, seed, start_step).map(augmented,
-                                                                       num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = _stream_batches(images, shard, recipe, seed, start_step, augment_on, jit_compile)
     else:
-        num_examples = len(images)
+        split = images if isinstance(images, Split) else Split(images)
+        num_examples = split.num_examples
         if not 0 < batch_size <= num_examples:
             raise ValueError(f"--batch_size={batch_size} must be between 1 and the number of images "
                              f"({num_examples})")
-        table = tf.constant(images)
+        views = augment_lib.two_views_compiled if jit_compile else augment_lib.two_views
+        table = tf.constant(split.images)
+        sizes = None if split.sizes is None else tf.constant(split.sizes)
 
         def load(step):
-            examples = _examples_of_batch(step, batch_size, num_examples, seed)
-            return augmented(step, tf.gather(table, examples[shard.start:shard.stop]))
+            examples = _examples_of_batch(step, batch_size, num_examples, seed)[shard.start:shard.stop]
+            batch = tf.gather(table, examples)
+            batch_sizes = None if sizes is None else tf.gather(sizes, examples)
+            if augment_on == "device":
+                return batch if sizes is None else {"images": batch, "sizes": batch_sizes}
+            return views(batch, recipe, shard.seed(seed, step), batch_sizes)
 
         dataset = tf.data.Dataset.counter(start=start_step, dtype=tf.int64)
         dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shard.local_replicas > 1:  # one element per local replica, in replica order
-        dataset = dataset.map(lambda batch: tf.reshape(batch, [shard.local_replicas, -1, *batch.shape[1:]]))
+        dataset = dataset.map(lambda batch: tf.nest.map_structure(
+            lambda x: tf.reshape(x, [shard.local_replicas, -1, *x.shape[1:]]), batch))
         dataset = dataset.unbatch()
     return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -98,18 +104,34 @@ class _Shard:
         return seed if self.pipelines == 1 else tf.random.experimental.stateless_fold_in(seed, self.pipeline)
 
 
-def _stream_batches(stream, shard, seed, start_step):
-    """(step, batch) of a streamed data set; with several pipelines each reads its own shard of the files."""
+def _stream_batches(stream, shard, recipe, seed, start_step, augment_on, jit_compile):
+    """Batches of a stream: each image's boxes drawn on its own size, only the boxes decoded (data.streams)."""
     if not 0 < shard.size * shard.pipelines <= stream.num_examples:
         raise ValueError(f"--batch_size={shard.size * shard.pipelines} must be between 1 and the number of "
                          f"images ({stream.num_examples})")
-    images = stream.dataset.map(lambda image, label: image)
-    if shard.pipelines > 1:
-        images = images.shard(shard.pipelines, shard.pipeline)
-    images = images.shuffle(min(stream.num_examples, 20 * shard.size * shard.pipelines),
-                            seed=seed + start_step).repeat()
-    return tf.data.Dataset.zip(tf.data.Dataset.counter(start=start_step, dtype=tf.int64),
-                               images.batch(shard.size, drop_remainder=True))
+    batch_size = shard.size * shard.pipelines
+    if stream.ordered:  # the in-memory order: each pipeline reads the files of its slice of every batch
+        ids = tf.data.Dataset.counter(start=start_step, dtype=tf.int64).map(
+            lambda step: _examples_of_batch(step, batch_size, stream.num_examples, seed)[shard.start:shard.stop])
+        records = stream.records(ids.unbatch())
+    else:
+        records = stream.records(shard.pipeline, shard.pipelines, seed)
+    two_crops = augment_lib.two_crops_compiled if jit_compile else augment_lib.two_crops
+    colours = augment_lib.two_views_of_crops_compiled if jit_compile else augment_lib.two_views_of_crops
+
+    def steps():
+        return tf.data.Dataset.counter(start=start_step, dtype=tf.int64)
+
+    boxed = tf.data.Dataset.zip(steps(), records.batch(shard.size, drop_remainder=True)).map(
+        lambda step, record: (record[0], two_crops(shard.seed(seed, step), recipe, record[1])))
+    crops = boxed.unbatch().map(lambda contents, boxes: decode_crops(contents, boxes, recipe.size, stream.channels),
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    crops = crops.ignore_errors(log_warning=True)  # a file that fails to decode is logged and skipped
+    batches = tf.data.Dataset.zip(steps(), crops.batch(shard.size, drop_remainder=True))
+    if augment_on == "device":
+        return batches.map(lambda step, batch: {"crops": batch})
+    return batches.map(lambda step, batch: colours(batch, recipe, shard.seed(seed, step)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def image_batches(images, batch_size=512):

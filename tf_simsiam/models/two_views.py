@@ -1,6 +1,7 @@
 """What SimSiam and SimCLR share: a keras.Model trained on two views of each image.
 
-`TwoViewModel.train_step` takes a batch of stacked views (B, 2, H, W, C) (or images, augmented on the device),
+`TwoViewModel.train_step` takes a batch of stacked views (B, 2, H, W, C), uint8 or floats in [0, 1] (or images,
+augmented on the device),
 asks the method for its loss on (x1, x2), and applies the update so that N replicas make the global-batch update
 (Keras sums gradients over replicas). A method subclass defines `objective(x1, x2)` and its extra metrics.
 """
@@ -25,6 +26,11 @@ def split_views(data):
     if shape.rank != 5 or shape[1] != 2:
         raise ValueError(f"expected a batch of stacked views of shape (B, 2, H, W, C); got shape {tuple(shape)}")
     return data[:, 0], data[:, 1]
+
+
+def as_float(views):
+    """Views as the backbone takes them: uint8 views (what the pipeline sends) become floats in [0, 1]."""
+    return tf.cast(views, tf.float32) / 255.0 if views.dtype == tf.uint8 else views
 
 
 def check_backbone(backbone):
@@ -59,14 +65,29 @@ class TwoViewModel(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.z_std_tracker, *self.extra_trackers.values()]
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TF trainer builds the model on a first batch averaged over the replicas; collectives between
+        # workers take no uint8, which the views are: hand it this worker's first batch as floats instead.
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                break
+            strategy = self._distribute_strategy
+            data_batch = tf.nest.map_structure(
+                lambda x: as_float(strategy.experimental_local_results(x)[0]
+                                   if isinstance(x, tf.distribute.DistributedValues) else x), batch)
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def objective(self, x1, x2):
         """Returns (loss, z of view 1, {extra metric: value}) in training mode."""
         raise NotImplementedError
 
     def train_step(self, data):
-        if self.augment is not None and not isinstance(data, (tuple, list)) and data.shape.rank == 4:
+        if self.augment is not None and (isinstance(data, dict) or (
+                not isinstance(data, (tuple, list)) and data.shape.rank == 4)):
             data = self.augment(data, step=self.optimizer.iterations)
-        x1, x2 = split_views(data)
+        x1, x2 = (as_float(x) for x in split_views(data))
         with tf.GradientTape() as tape:
             loss, z1, extra = self.objective(x1, x2)
             # Gradients are summed over replicas: scale so that N replicas make the global-batch update.
