@@ -68,9 +68,9 @@ def end_to_end(config_path, steps):
     import keras
     precision = distribute.resolve_precision(config.precision)
     keras.mixed_precision.set_global_policy(precision)
-    split = pretrain.load_splits(config, need_test=False)[0]
+    split = pretrain.load_train(config)
     enc = pretrain.encoder_config(config, split)
-    model = pretrain.build_model(config, enc, steps_per_epoch=len(split.images) // config.batch_size)
+    model = pretrain.build_model(config, enc, steps_per_epoch=split.num_examples // config.batch_size)
     recipe = pretrain.recipe_of(config, enc["input_shape"][0])
     data = pretrain.pipeline.pretrain_dataset(split, config.batch_size, recipe, augment_on=config.augment_on)
     out = {"config": config_path, "batch_size": config.batch_size, "precision": precision,
