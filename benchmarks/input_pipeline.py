@@ -76,11 +76,12 @@ def end_to_end(config_path, steps):
     out = {"config": config_path, "batch_size": config.batch_size, "precision": precision,
            "augment_on": config.augment_on}
     as_float32 = data.map(lambda views: tf.cast(views, tf.float32) / 255.0)
-    for name, dataset in (("fit_with_pipeline", data), ("fit_with_float32_views", as_float32)):
+    for name, dataset in (("fit_with_pipeline", data), ("fit_with_float32_views", as_float32)) * 2:
         model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)
         start = time.perf_counter()
         model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-        out[name] = round(config.batch_size * steps / (time.perf_counter() - start), 1)
+        rate = round(config.batch_size * steps / (time.perf_counter() - start), 1)
+        out[name] = max(rate, out.get(name, 0))  # the better of two runs each, alternating
         spec = dataset.element_spec
         out[name.replace("fit_with", "bytes_per_batch")] = int(np.prod(spec.shape)) * spec.dtype.size
     batch = next(iter(data))
@@ -116,7 +117,32 @@ def folder_stream(batch_size=64, batches=8, images=256):
     per_thread = out["pairs_per_sec_1_threads"]
     out["pairs_per_sec_per_thread"] = per_thread
     out["threads_for_1000_pairs_per_sec"] = int(np.ceil(1000 / per_thread))
+    out["train_step_it_feeds"] = train_step_at_224(stream, recipe)
     return out
+
+
+def train_step_at_224(stream, recipe, batch_size=8, steps=3):
+    """Pairs/s of the train step of configs/folder.cfg's network (ResNet-18, CIFAR stem, width 64) at 224 px on
+    this CPU, float32, on a batch of the stream: what the stream feeds."""
+    from absl import flags
+
+    from tf_simsiam import pretrain, train
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train", "--flagfile=configs/folder.cfg", "--image_size=224", "--precision=float32",
+                 f"--batch_size={batch_size}"])
+    config = train.config_from_flags()
+    enc = {"name": "resnet18", "input_shape": [224, 224, 3], "width": config.width, "mean": [0.5] * 3,
+           "std": [0.25] * 3}
+    model = pretrain.build_model(config, enc, steps_per_epoch=100)
+    from tf_simsiam.data import pipeline
+    batch = next(iter(pipeline.pretrain_dataset(stream, batch_size, recipe)))
+    step = tf.function(model.train_step)
+    float(step(batch)["loss"])
+    start = time.perf_counter()
+    for _ in range(steps):
+        float(step(batch)["loss"])
+    return {"network": "ResNet-18 CIFAR stem, width 64, float32", "batch_size": batch_size,
+            "pairs_per_sec": round(batch_size * steps / (time.perf_counter() - start), 2)}
 
 
 def main():
