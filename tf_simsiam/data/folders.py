@@ -131,8 +131,10 @@ def resize_uint8(image, size):
 
 
 def decode_all(files, channels, max_side, threads=None):
-    """(list of uint8 arrays (h, w, channels) or None, {file: reason} of the unreadable ones)."""
+    """(list of uint8 arrays (h, w, channels) or None, their original sizes (N, 2), {file: reason} of the
+    unreadable ones): each image at most max_side on the shorter side."""
     images = [None] * len(files)
+    sizes = np.full((len(files), 2), -1, np.int32)
     bad = {}
 
     def read(i):
@@ -142,12 +144,13 @@ def decode_all(files, channels, max_side, threads=None):
             bad[files[i]] = error.message.splitlines()[0] if error.message else type(error).__name__
             return
         height, width = image.shape[:2]
+        sizes[i] = height, width
         size = bounded_size(height, width, max_side)
         images[i] = (image if size == (height, width) else resize_uint8(image, size)).numpy()
 
     with concurrent.futures.ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(read, range(len(files))))
-    return images, bad
+    return images, sizes, bad
 
 
 def canvas(images, channels):

@@ -317,10 +317,10 @@ def folder(path, image_size, channels=3, flag="dataset", options=ReadOptions()):
                      name, len(files), *((in_memory / 2 ** 30, side, options.memory_budget_gb)
                                          if options.stream == "auto" else ()))
             return FolderStream(len(files), channels, classes, files=tuple(files), sizes=sizes, file_labels=labels)
-    images, bad = folders.decode_all(files, channels, side)
+    images, sizes, bad = folders.decode_all(files, channels, side)
     files, labels, keep = _drop_unreadable(files, labels, bad, name, options)
     images = [image for image, k in zip(images, keep) if k]
-    _check_min_side(files, [image.shape[:2] for image in images], name, options)
+    _check_min_side(files, sizes[keep], name, options)  # on the original sizes
     canvas, sizes = _canvas_and_sizes(images, channels, name, options)
     return Split(canvas, labels, classes, sizes)
 

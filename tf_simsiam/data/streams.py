@@ -66,12 +66,13 @@ class FolderStream(Stream):
                                      image_size).numpy() for i in index])
 
     def subset(self, size, seed=0, image_size=None):
-        """A seeded random subset of `size` images (all when size is 0) at image_size x image_size, as a Split."""
+        """A seeded random subset of `size` images (all when size is 0) at image_size x image_size (default: the
+        smallest shorter side of the folder), as a Split."""
         from tf_simsiam.data.sources import Split
         n = len(self.files)
         index = np.sort(np.random.default_rng(seed).permutation(n)[:size or n])
         labels = None if self.file_labels is None else self.file_labels[index]
-        return Split(self.decode_subset(index, image_size or int(self.sizes[:, :].min())), labels, self.class_names)
+        return Split(self.decode_subset(index, image_size or int(self.sizes.min())), labels, self.class_names)
 
 
 @dataclasses.dataclass
