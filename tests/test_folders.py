@@ -340,7 +340,7 @@ def test_a_small_tfds_data_set_of_varied_sizes_is_kept_at_its_own_sizes(tfds_dir
 
 def test_host_and_device_placements_give_the_same_views_for_images_of_several_sizes(folder):
     path, _ = folder
-    split = sources.load(f"folder:{path}", image_size=16)
+    split = sources.load(f"folder:{path}", image_size=16).take(np.arange(40))
     host = [b.numpy() for b in pipeline.pretrain_dataset(split, 16, RECIPE, seed=2).take(2)]
     device = list(pipeline.pretrain_dataset(split, 16, RECIPE, seed=2, augment_on="device").take(2))
     assert set(device[0]) == {"images", "sizes"}
@@ -370,3 +370,14 @@ def test_large_canvases_are_resized_in_chunks_of_one_shape_and_an_images_crops_d
     part = augment.crops_of_compiled(tf.constant(split.images[4:17]), boxes[4:17], 16).numpy()  # 10, 3 + 7
     assert whole.shape == (24, 2, 16, 16, 3) and whole.any()
     np.testing.assert_array_equal(part, whole[4:17])
+
+
+def test_a_file_that_fails_to_decode_in_a_stream_is_skipped(tmp_path):
+    constant_folder(str(tmp_path), 20)
+    good = tf.io.encode_jpeg(np.zeros((30, 40, 3), np.uint8)).numpy()
+    (tmp_path / "truncated.jpg").write_bytes(good[:len(good) // 2])  # its header reads, its data does not
+    stream = sources.load(f"folder:{tmp_path}", image_size=8, channels=1,
+                          options=sources.ReadOptions(stream="true", max_unreadable=0.1))
+    assert stream.num_examples == 21  # the header scan cannot tell
+    batches = [b.numpy() for b in pipeline.pretrain_dataset(stream, 7, RECIPE, seed=0).take(6)]
+    assert all(b.shape == (7, 2, 16, 16, 1) for b in batches)  # full batches: the bad file was dropped
