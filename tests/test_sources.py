@@ -148,7 +148,7 @@ def test_large_tfds_data_set_is_streamed(monkeypatch):
     assert subset.images.shape == (12, 16, 16, 3) and subset.labels.shape == (12,)
 
 
-def test_resize_and_centre_crop_keeps_the_aspect():
+def test_centre_crop_keeps_the_aspect():
     from tf_simsiam.data import streams
     image = np.zeros((20, 40, 1), "uint8")
     image[:, 8:32] = 255  # the central square and a margin around it are white

@@ -216,8 +216,8 @@ def tfds_source(name, split="train", data_dir=None, image_size=None, channels=3,
     # decoded bytes in memory: fixed-size images as they are; others at the bounded side, on a canvas that
     # holds the longer side of either orientation (estimated at 4/3 of the bounded side)
     side = options.side(image_size) if varying else max(shape[:2])
-    estimate = (num_examples or 0) * (side * 4 // 3 if varying else shape[0]) * (side * 4 // 3 if varying else
-                                                                                   shape[1]) * channels
+    height, width = (side * 4 // 3,) * 2 if varying else shape[:2]
+    estimate = (num_examples or 0) * height * width * channels
     stream = options.stream == "true" or (options.stream == "auto" and not options.fits(estimate))
     if num_examples and stream:
         return TfdsStream(num_examples, channels, names, name=name, split=tfds_split, data_dir=data_dir)
@@ -312,10 +312,10 @@ def folder(path, image_size, channels=3, flag="dataset", options=ReadOptions()):
         in_memory = len(files) * int(bounded[:, 0].max()) * int(bounded[:, 1].max()) * channels
         stream = stream or not options.fits(in_memory)
         if stream:
-            log.info("%s: %d images streamed from disk (%.1f GB in memory at --max_side=%d would exceed "
-                     "--memory_budget_gb=%g)" if options.stream == "auto" else "%s: %d images streamed from disk",
-                     name, len(files), *((in_memory / 2 ** 30, side, options.memory_budget_gb)
-                                         if options.stream == "auto" else ()))
+            why = "" if options.stream == "true" else (
+                f" ({in_memory / 2 ** 30:.1f} GB in memory at --max_side={side} would exceed "
+                f"--memory_budget_gb={options.memory_budget_gb:g})")
+            log.info("%s: %d images streamed from disk%s", name, len(files), why)
             return FolderStream(len(files), channels, classes, files=tuple(files), sizes=sizes, file_labels=labels)
     images, sizes, bad = folders.decode_all(files, channels, side)
     files, labels, keep = _drop_unreadable(files, labels, bad, name, options)
