@@ -38,7 +38,7 @@ def test_warmup_cosine_schedule():
 
 def test_simsiam_optimizer_scales_lr_with_batch():
     opt = optim.simsiam_optimizer(batch_size=512, total_steps=100)
-    assert opt._learning_rate.peak_learning_rate == pytest.approx(0.1)  # 0.05 * 512 / 256
+    assert opt.schedule.peak_learning_rate == pytest.approx(0.1)  # 0.05 * 512 / 256
     assert opt.l2_weight_decay == 1e-4 and opt.momentum == 0.9
 
 

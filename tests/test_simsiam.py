@@ -61,9 +61,10 @@ def test_fit_lowers_the_loss_and_reports_metrics():
 def test_fix_predictor_lr_registers_exactly_the_predictor():
     model = compiled(tiny_simsiam())
     expected = {model.optimizer._var_key(v) for v in model.predictor.trainable_variables}
-    assert model.optimizer._fixed_lr_keys == expected
+    assert model.optimizer.fixed_variable_keys == expected
+    assert model.optimizer.fixed_learning_rate == pytest.approx(0.5 * 8 / 256)  # the peak
     free = compiled(tiny_simsiam(fix_predictor_lr=False))
-    assert not getattr(free.optimizer, "_fixed_lr_keys", set())
+    assert not getattr(free.optimizer, "fixed_variable_keys", set())
 
 
 def test_fix_predictor_lr_needs_a_schedule_aware_optimizer():
@@ -71,6 +72,64 @@ def test_fix_predictor_lr_needs_a_schedule_aware_optimizer():
     with pytest.raises(TypeError, match="fix_predictor_lr=True .* needs an optimizer from tf_simsiam.optim"):
         tiny_simsiam().compile(optimizer=keras.optimizers.SGD(schedule))
     tiny_simsiam().compile(optimizer=keras.optimizers.SGD(0.1))  # a constant lr is always fixed: fine
+    warming_from_zero = keras.optimizers.schedules.PolynomialDecay(0.0, 10, end_learning_rate=0.1)
+    with pytest.raises(ValueError, match="predictor_lr"):
+        tiny_simsiam().compile(optimizer=optim.SGD(warming_from_zero))
+    model = tiny_simsiam(predictor_lr=0.3)
+    model.compile(optimizer=optim.SGD(warming_from_zero))
+    assert model.optimizer.fixed_learning_rate == pytest.approx(0.3)
+
+
+def effective_learning_rates(model, x, gradients_of):
+    """(predictor's, backbone's) effective learning rate of one train step under SGD without momentum or weight
+    decay: the median over the variables' larger-gradient entries of -(w_after - w_before) / gradient."""
+    parts = (model.predictor.trainable_variables, model.backbone.trainable_variables)
+    gradients = gradients_of(tf.constant(x))
+    rates = [(variables, [np.asarray(g, np.float64).ravel() for g in gradients[i]],
+              [v.numpy().astype(np.float64).ravel() for v in variables]) for i, variables in enumerate(parts)]
+    model.train_on_batch(x)
+    medians = []
+    for variables, gradients, before in rates:
+        ratio = []
+        for v, g, w in zip(variables, gradients, before):
+            big = (np.abs(g) >= np.quantile(np.abs(g), 0.5)) & (np.abs(g) > 1e-3 * np.abs(g).max())
+            ratio.append((w - v.numpy().astype(np.float64).ravel())[big] / g[big])
+        medians.append(float(np.median(np.concatenate(ratio))))
+    return medians
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("schedule", ["project", "keras_warmup_cosine"])
+def test_predictor_keeps_the_initial_lr_while_the_backbone_follows_the_schedule(precision, schedule):
+    keras.mixed_precision.set_global_policy(precision)
+    if schedule == "project":
+        lr = optim.WarmupCosine(0.5, total_steps=4)
+    else:  # warms up from 0 to 0.5 in 2 steps, then decays over 4
+        lr = keras.optimizers.schedules.CosineDecay(0.0, 4, warmup_target=0.5, warmup_steps=2)
+    inputs = keras.Input((8, 8, 1))  # a small backbone: what is tested here is the optimizer
+    backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(16, 3)(inputs)))
+    model = SimSiam(backbone, proj_dim=32, pred_dim=8, proj_layers=2)
+    model.compile(optimizer=optim.SGD(lr, momentum=0.0, weight_decay=0.0))
+    if precision == "mixed_float16":
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    inner = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    x = views(shape=(8, 8, 1))
+    gradients_of = tf.function(lambda x: [loss_and_gradients(model, x, variables)[1] for variables in (
+        model.predictor.trainable_variables, model.backbone.trainable_variables)])
+    applied = []
+    for _ in range(8):
+        step = int(inner.iterations)
+        predictor_lr, backbone_lr = effective_learning_rates(model, x, gradients_of)
+        if int(inner.iterations) == step:  # mixed_float16: an overflowing step is skipped, the loss scale lowered
+            continue
+        applied.append(step)
+        # 2% for the low-precision gradients (a bfloat16 mantissa has 8 bits); the updates are float32
+        np.testing.assert_allclose(predictor_lr, 0.5, rtol=0.02)
+        np.testing.assert_allclose(backbone_lr, float(lr(step)), rtol=0.02, atol=1e-6)
+        if len(applied) == 4:
+            break
+    assert len(applied) == 4
+    assert max(abs(float(lr(step)) - 0.5) for step in applied) > 0.05  # the backbone's lr moved, the predictor's not
 
 
 def fixed_predictor_in_numpy(model, z):
@@ -168,7 +227,7 @@ def test_save_and_load_round_trip(tmp_path):
     for a, b in zip(p_a, p_b):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert int(loaded.optimizer.iterations) == 2
-    assert loaded.optimizer._fixed_lr_keys  # the fixed predictor lr survives the round trip
+    assert loaded.optimizer.fixed_variable_keys  # the fixed predictor lr survives the round trip
     loaded.fit(tf.data.Dataset.from_tensors(views()).repeat(1), verbose=0)  # and it trains on
 
 

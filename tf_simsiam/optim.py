@@ -9,8 +9,8 @@
 - `WarmupCosine`: linear warmup then cosine decay to 0, evaluated per step.
 - `scaled_learning_rate`: lr = base_lr * batch_size / 256 (both papers) or base_lr * sqrt(batch_size) (SimCLR).
 - `pretrain_optimizer`: SGD or LARS with the scaled lr, warmup and cosine; `simsiam_optimizer`: SimSiam's recipe.
-- Variables passed to `exclude_from_schedule` keep the peak learning rate for the whole run: the paper's fixed
-  predictor learning rate (its Table 1, "lr not decayed").
+- Variables passed to `exclude_from_schedule` keep the initial (peak) learning rate for the whole run: the paper's
+  fixed predictor learning rate (its Table 1, "lr not decayed"); `fixed_learning_rate` reads it from a schedule.
 """
 
 import math
@@ -46,24 +46,60 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_steps": self.warmup_steps}
 
 
-def peak_learning_rate(learning_rate):
-    """The learning rate a fixed-lr variable keeps: the schedule's peak, or the constant itself."""
-    if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-        peak = getattr(learning_rate, "peak_learning_rate", None)
-        return float(peak) if peak is not None else float(learning_rate(0))
-    return float(learning_rate)
+def fixed_learning_rate(learning_rate):
+    """The learning rate the paper's fixed-lr variables keep (its "lr not decayed"): the initial learning rate,
+    computed once, eagerly, as a Python float.
+
+    A constant is itself; WarmupCosine gives its peak, a keras CosineDecay with warmup its warmup_target; any other
+    LearningRateSchedule its value at step 0. A schedule that starts at 0 (a warmup) and says nothing of its peak
+    is an error: pass the fixed learning rate yourself (`SimSiam(..., predictor_lr=...)`).
+    """
+    if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        return float(learning_rate)
+    if isinstance(learning_rate, WarmupCosine):
+        return learning_rate.peak_learning_rate
+    if isinstance(learning_rate, keras.optimizers.schedules.CosineDecay) and learning_rate.warmup_steps:
+        return float(learning_rate.warmup_target)
+    value = float(learning_rate(0))
+    if not value > 0:
+        raise ValueError(f"the learning-rate schedule {type(learning_rate).__name__} is {value} at step 0 (a "
+                         f"warmup?): the fixed predictor learning rate cannot be read from it; pass it as "
+                         f"predictor_lr=... (or fix_predictor_lr=False)")
+    return value
 
 
 class FixedLearningRateMixin:
-    """Lets some variables keep the peak learning rate while the others follow the schedule."""
+    """Lets some variables keep a fixed learning rate (by default the schedule's initial one) while the others
+    follow the schedule."""
 
-    def exclude_from_schedule(self, var_list):
-        self._fixed_lr_keys = {self._var_key(v) for v in var_list}
+    def exclude_from_schedule(self, var_list, learning_rate=None):
+        """var_list keeps `learning_rate` (default: fixed_learning_rate of this optimizer's schedule) throughout."""
+        self.fixed_learning_rate = float(fixed_learning_rate(self.schedule) if learning_rate is None
+                                         else learning_rate)
+        self.fixed_variable_keys = {self._var_key(v) for v in var_list}
 
     def _learning_rate_for(self, variable, learning_rate):
-        if self._var_key(variable) in getattr(self, "_fixed_lr_keys", ()):
-            return tf.cast(peak_learning_rate(self._learning_rate), variable.dtype)
+        if self._var_key(variable) in getattr(self, "fixed_variable_keys", ()):
+            return tf.constant(self.fixed_learning_rate, variable.dtype)
         return tf.cast(learning_rate, variable.dtype)
+
+
+def fix_learning_rate(optimizer, variables, learning_rate=None):
+    """Keeps `variables` at a fixed learning rate (default: the optimizer's initial one) under `optimizer`, also
+    when Keras wrapped it in a LossScaleOptimizer (mixed_float16). Needs an optimizer of this module unless the
+    learning rate is a constant (then every variable keeps it anyway)."""
+    inner = optimizer
+    while isinstance(inner, keras.optimizers.LossScaleOptimizer):
+        inner = inner.inner_optimizer
+    if isinstance(inner, FixedLearningRateMixin):
+        inner.exclude_from_schedule(variables, learning_rate)
+        return
+    if isinstance(inner.get_config()["learning_rate"], dict) or learning_rate is not None:
+        raise TypeError(
+            f"fix_predictor_lr=True with a learning-rate schedule (or a predictor_lr) needs an optimizer from "
+            f"tf_simsiam.optim (SGD or LARS); got {type(inner).__name__}. Build one with "
+            f"tf_simsiam.optim.simsiam_optimizer(...) or tf_simsiam.optim.SGD(schedule), or pass "
+            f"fix_predictor_lr=False.")
 
 
 class _MomentumOptimizer(FixedLearningRateMixin, keras.optimizers.Optimizer):
@@ -72,6 +108,7 @@ class _MomentumOptimizer(FixedLearningRateMixin, keras.optimizers.Optimizer):
     def __init__(self, learning_rate, momentum, weight_decay, nesterov, name, **kwargs):
         kwargs.pop("weight_decay", None)  # Keras' own (decoupled) weight decay is never used
         super().__init__(learning_rate=learning_rate, weight_decay=None, name=name, **kwargs)
+        self.schedule = learning_rate  # a float or a LearningRateSchedule, as given
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if weight_decay < 0:

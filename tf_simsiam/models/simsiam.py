@@ -11,7 +11,7 @@
 import keras
 import tensorflow as tf
 
-from tf_simsiam import losses
+from tf_simsiam import losses, optim
 from tf_simsiam.models import heads
 from tf_simsiam.models.two_views import TwoViewModel
 
@@ -29,8 +29,10 @@ class SimSiam(TwoViewModel):
       predictor: "mlp" (the paper), "none" (p = z, Table 1) or "fixed_random" (an untrained random MLP).
       symmetric: the symmetrised loss (False: D(p1, sg(z2)) only, Table 5).
       similarity: D as "cosine" (the paper) or "cross_entropy" (Table 4).
-      fix_predictor_lr: keep the predictor at the peak learning rate while the rest follows the schedule
-        (needs an optimizer from tf_simsiam.optim when the learning rate is a schedule).
+      fix_predictor_lr: keep the predictor at the initial learning rate while the rest follows the schedule
+        (needs an optimizer from tf_simsiam.optim when the learning rate is a schedule; works under a
+        LossScaleOptimizer and any keras LearningRateSchedule, see optim.fixed_learning_rate).
+      predictor_lr: the predictor's fixed learning rate; None: the schedule's initial (peak) one.
       proj_bn: where the projector has BN: "all" (hidden layers and output), "hidden" or "none" (Table 3).
       pred_bn: where the predictor has BN: "hidden" (the paper), "all" or "none" (Table 3).
       proj_bn_affine: a learned scale and shift in the projector's output BN (PyTorch's default; the official
@@ -44,7 +46,7 @@ class SimSiam(TwoViewModel):
     def __init__(self, backbone, proj_dim=2048, pred_dim=512, proj_layers=3, stop_gradient=True,
                  predictor="mlp", symmetric=True, fix_predictor_lr=True, proj_bn="all", pred_bn="hidden",
                  sync_bn=False, augment=None, similarity="cosine", proj_bn_affine=False, pred_bn_affine=False,
-                 name="simsiam", **kwargs):
+                 predictor_lr=None, name="simsiam", **kwargs):
         super().__init__(backbone, augment=augment, name=name, **kwargs)
         if predictor not in ("mlp", "none", "fixed_random"):
             raise ValueError(f"predictor must be 'mlp', 'none' or 'fixed_random', got {predictor!r}")
@@ -60,11 +62,14 @@ class SimSiam(TwoViewModel):
             raise ValueError(f"similarity must be one of {sorted(losses.SIMILARITIES)}, got {similarity!r}")
         self.similarity = similarity
         self.fix_predictor_lr = bool(fix_predictor_lr)
+        if predictor_lr is not None and not predictor_lr > 0:
+            raise ValueError(f"predictor_lr must be > 0, got {predictor_lr}")
+        self.predictor_lr = None if predictor_lr is None else float(predictor_lr)
         self._config = dict(proj_dim=proj_dim, pred_dim=pred_dim, proj_layers=proj_layers,
                             stop_gradient=self.stop_gradient, predictor=predictor, symmetric=self.symmetric,
                             fix_predictor_lr=self.fix_predictor_lr, proj_bn=proj_bn, pred_bn=pred_bn,
                             sync_bn=sync_bn, similarity=similarity, proj_bn_affine=bool(proj_bn_affine),
-                            pred_bn_affine=bool(pred_bn_affine))
+                            pred_bn_affine=bool(pred_bn_affine), predictor_lr=self.predictor_lr)
         self.build(backbone.input_shape)
         if predictor == "fixed_random":
             # The paper's fixed random h keeps its initial weights, while its BN still normalises with the
@@ -83,14 +88,8 @@ class SimSiam(TwoViewModel):
 
     def compile(self, optimizer="sgd", **kwargs):
         super().compile(optimizer=optimizer, **kwargs)
-        schedule = self.optimizer._learning_rate
-        if self.fix_predictor_lr and self.predictor is not None and callable(schedule):
-            if not hasattr(self.optimizer, "exclude_from_schedule"):
-                raise TypeError(
-                    f"fix_predictor_lr=True with a learning-rate schedule needs an optimizer from tf_simsiam.optim "
-                    f"(SGD or LARS); got {type(self.optimizer).__name__}. Build one with "
-                    f"tf_simsiam.optim.simsiam_optimizer(...), or pass fix_predictor_lr=False.")
-            self.optimizer.exclude_from_schedule(self.predictor.trainable_variables)
+        if self.fix_predictor_lr and self.predictor is not None:
+            optim.fix_learning_rate(self.optimizer, self.predictor.trainable_variables, self.predictor_lr)
 
     def forward(self, x1, x2, training=True):
         """The paper's forward pass: returns p1, p2, z1, z2 (p = z when there is no predictor)."""
