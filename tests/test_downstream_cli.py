@@ -80,3 +80,14 @@ def test_evaluate_resizes_images_to_the_encoders_size(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads((tmp_path / "eval" / "results.json").read_text())["results"]
     assert [r["protocol"] for r in rows] == ["knn", "knn_plain"] and all(0 < r["top1"] <= 1 for r in rows)
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist"), reason="Fashion-MNIST is not installed")
+def test_onnx_example_runs(tmp_path):
+    pytest.importorskip("tf2onnx", reason="the export extra")
+    config = {"name": "resnet18", "input_shape": [28, 28, 1], "width": 4, "mean": [0.29], "std": [0.35]}
+    export.export_encoder(tiny_backbone((28, 28, 1)), str(tmp_path / "export"), config, formats="onnx")
+    out = subprocess.run([sys.executable, "export/examples/onnx_inference.py", f"--export_dir={tmp_path / 'export'}",
+                          "--train_size=300", "--test_size=100"], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": ""})
+    assert out.returncode == 0 and "1-nearest-neighbour top-1 on 100 test images" in out.stdout, out.stderr[-3000:]

@@ -85,9 +85,13 @@ def one_epoch_run(tmp_path_factory):
 def test_export_on_demand(tmp_path, one_epoch_run):
     run = one_epoch_run
     out = subprocess.run([sys.executable, "-m", "tf_simsiam.export", f"--model_dir={run}",
-                          f"--export_dir={tmp_path / 'again'}"], capture_output=True, text=True, cwd=ROOT)
+                          f"--export_dir={tmp_path / 'again'}", "--export_formats=litert"],
+                         capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "again" / "saved_model" / "saved_model.pb").exists()
+    assert (tmp_path / "again" / "encoder.tflite").stat().st_size > 1000
+    encoder = json.loads((tmp_path / "again" / "encoder.json").read_text())
+    assert encoder["precision"] == "float32" and set(encoder["files"]) == {"saved_model", "litert"}
     missing = subprocess.run([sys.executable, "-m", "tf_simsiam.export", f"--model_dir={tmp_path / 'none'}"],
                              capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode != 0 and "not a tf_simsiam training run" in missing.stderr

@@ -90,6 +90,8 @@ class PretrainConfig:
     knn_test_size: int = 0
     model_dir: str = "runs/simsiam"
     export_dir: str = ""  # "": MODEL_DIR/export
+    export_formats: str = "saved_model"  # comma-separated: saved_model, onnx, litert (export.FORMATS)
+    export_precision: str = "float32"  # the exported encoder's compute precision, whatever the training's
 
     # settings that must match for a model_dir to be resumed
     MODEL_KEYS = ("stop_gradient", "predictor", "proj_bn", "pred_bn", "proj_bn_affine", "pred_bn_affine",
@@ -155,6 +157,9 @@ class PretrainConfig:
                              f"multi_worker, not {self.strategy}")
         if not self.model_dir:
             raise ValueError("--model_dir must not be empty")
+        export.parse_formats(self.export_formats)
+        if self.export_precision not in export.PRECISIONS:
+            raise ValueError(f"--export_precision must be one of {export.PRECISIONS}, got {self.export_precision!r}")
         self.read_options()
 
     def read_options(self):
@@ -407,7 +412,6 @@ def pretrain(config):
     trained_steps = (config.epochs - initial_epoch) * steps_per_epoch
 
     export_dir = config.export_dir or os.path.join(model_dir, "export")
-    weights = model.backbone.get_weights()
     result = {
         "method": config.method, "dataset": config.dataset, "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
         "strategy": type(strategy).__name__, "replicas": replicas, "sync_bn": sync_bn,
@@ -422,13 +426,12 @@ def pretrain(config):
         "untrained_feature_std": untrained["feature_std"],
         "train_seconds": round(train_seconds, 1),
         "pairs_per_sec": round(trained_steps * config.batch_size / train_seconds, 1) if trained_steps else None,
-        "export_dir": export_dir,
+        "export_dir": export_dir, "export_precision": config.export_precision,
+        "export_formats": list(export.parse_formats(config.export_formats)),
     }
     if chief:
-        # exported from a copy outside the strategy: a plain single-device encoder, no SyncBN
-        encoder = backbones.from_encoder_config(enc_config)
-        encoder.set_weights(weights)
-        export.export_encoder(encoder, export_dir, enc_config)
+        export.export_encoder(model.backbone, export_dir, enc_config, formats=config.export_formats,
+                              precision=config.export_precision)
         result["wall_seconds"] = round(time.time() - start_time, 1)
         callbacks.write_json(os.path.join(model_dir, "result.json"), result)
     return result
@@ -458,11 +461,14 @@ def load_run(model_dir):
     return config, enc_config, model, epoch
 
 
-def export_run(model_dir, export_dir=None):
-    """Exports the encoder of a training run from its last checkpoint (python -m tf_simsiam.export)."""
-    _, enc_config, model, epoch = load_run(model_dir)
+def export_run(model_dir, export_dir=None, formats=None, precision=None):
+    """Exports the encoder of a training run from its last checkpoint (python -m tf_simsiam.export), in the
+    run's --export_formats and --export_precision unless given."""
+    config, enc_config, model, epoch = load_run(model_dir)
     log.info("exporting epoch %d of %s", epoch, model_dir)
-    return export.export_encoder(model.backbone, export_dir or os.path.join(model_dir, "export"), enc_config)
+    return export.export_encoder(model.backbone, export_dir or os.path.join(model_dir, "export"), enc_config,
+                                 formats=formats or config.export_formats,
+                                 precision=precision or config.export_precision)
 
 
 def z_first_component_share(model_dir, batches=8, seed=0):

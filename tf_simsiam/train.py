@@ -14,6 +14,7 @@ from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 from tf_simsiam.pretrain import PretrainConfig  # noqa: E402
+from tf_simsiam import export  # noqa: E402
 from tf_simsiam.data import sources  # noqa: E402
 
 D = PretrainConfig()  # defaults live in one place: the config
@@ -122,6 +123,11 @@ flags.DEFINE_integer("knn_train_size", D.knn_train_size, "Labelled training imag
 flags.DEFINE_integer("knn_test_size", D.knn_test_size, "Test images of the kNN monitor; 0: all.", lower_bound=0)
 flags.DEFINE_string("model_dir", D.model_dir, "Run directory: config, checkpoints, TensorBoard logs, result.json.")
 flags.DEFINE_string("export_dir", D.export_dir, "Where the frozen encoder goes; default MODEL_DIR/export.")
+flags.DEFINE_string("export_formats", D.export_formats, "Comma-separated export formats: saved_model (always "
+                    "written), onnx (ONNX Runtime) and litert (.tflite); onnx needs the export extra.")
+flags.DEFINE_enum("export_precision", D.export_precision, list(export.PRECISIONS),
+                  "The exported encoder's precision, whatever the training's (float32: the same features on any "
+                  "hardware).")
 
 FLAGS = flags.FLAGS
 
