@@ -140,6 +140,8 @@ def test_a_few_steps_lower_the_loss():
         last = model.train_on_batch(batch, return_dict=True)
     assert last["loss"] < first["loss"] - 0.1, (first, last)
     assert last["contrastive_accuracy"] > first["contrastive_accuracy"]
+    held_out = model.evaluate(batch, batch_size=32, return_dict=True, verbose=0)  # test_step, inference mode
+    assert set(held_out) == {"loss", "z_std", "contrastive_accuracy"} and np.isfinite(held_out["loss"])
 
 
 def test_simclr_recipe():

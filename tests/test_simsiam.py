@@ -268,3 +268,50 @@ def test_pred_bn_affine_reaches_the_predictor_and_is_validated():
     assert not tiny_simsiam(pred_bn="all").predictor.layers[-1].scale
     with pytest.raises(ValueError, match="--pred_bn_affine needs --pred_bn=all"):
         PretrainConfig(pred_bn="hidden", pred_bn_affine=True).validate()
+
+
+def test_evaluate_validation_data_and_predict_work_as_in_keras():
+    model = compiled(tiny_simsiam())
+    train, held_out = views(seed=0), views(seed=1)
+    history = model.fit(tf.data.Dataset.from_tensors(train).repeat(2), validation_data=(held_out,), epochs=1,
+                        verbose=0).history
+    assert {"val_loss", "val_z_std"} <= set(history)
+    before = [v.numpy() for v in model.weights]
+    results = model.evaluate(held_out, batch_size=8, return_dict=True, verbose=0)
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.weights))  # nothing trained or updated
+    # inference mode: the loss the paper's forward pass gives with BN on its moving statistics
+    p1, p2, z1, z2 = model.forward(held_out[:, 0], held_out[:, 1], training=False)
+    from tf_simsiam import losses
+    np.testing.assert_allclose(results["loss"], float(losses.simsiam_loss(p1, p2, z1, z2)), rtol=1e-5)
+    np.testing.assert_allclose(results["loss"], history["val_loss"][0], rtol=1e-5)  # the same weights
+    images = np.random.default_rng(3).integers(0, 256, (5, 16, 16, 1)).astype("uint8")
+    np.testing.assert_allclose(model.predict(images, verbose=0),
+                               model.backbone(images.astype("float32") / 255.0, training=False).numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_compile_with_a_loss_is_refused():
+    with pytest.raises(ValueError, match="the loss is the method's own"):
+        tiny_simsiam().compile(optimizer="sgd", loss="mse")
+
+
+def test_get_config_follows_keras_conventions():
+    config = tiny_simsiam(name="mine").get_config()
+    assert config["name"] == "mine" and config["trainable"] is True and "dtype" in config
+    assert SimSiam.from_config(config).name == "mine"
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_a_saved_model_with_or_without_device_augmentation_reloads_and_trains(tmp_path, on_device):
+    from tf_simsiam.data import augment
+    augmenter = augment.TwoViews(augment.simsiam_cifar(16), seed=3) if on_device else None
+    model = compiled(tiny_simsiam(augment=augmenter))
+    data = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 1)).astype("uint8") if on_device else views()
+    model.fit(tf.data.Dataset.from_tensors(data).repeat(1), verbose=0)
+    model.save(str(tmp_path / "model.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "model.keras"))
+    assert (loaded.augment is not None) == on_device
+    if on_device:
+        assert loaded.augment.recipe == augmenter.recipe and loaded.augment.seed == 3
+    history = loaded.fit(tf.data.Dataset.from_tensors(data).repeat(2), verbose=0).history
+    assert np.isfinite(history["loss"][0])

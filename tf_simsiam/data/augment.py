@@ -49,6 +49,8 @@ class Recipe:
     blur_kernel_size: int = 0  # 0: 2 * ceil(3 * max sigma) + 1
 
     def __post_init__(self):
+        for name in ("crop_scale", "crop_ratio", "jitter", "blur_sigma"):  # from a saved config they are lists
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if not isinstance(self.size, int) or self.size <= 0:
             raise ValueError(f"augmentation size must be a positive integer, got {self.size!r}")
         low, high = self.crop_scale

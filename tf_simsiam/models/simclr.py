@@ -54,8 +54,8 @@ class SimCLR(TwoViewModel):
         z2 = self.projector(self.backbone(x2, training=training), training=training)
         return z1, z2
 
-    def objective(self, x1, x2):
-        z1, z2 = self.forward(x1, x2, training=True)
+    def objective(self, x1, x2, training=True):
+        z1, z2 = self.forward(x1, x2, training=training)
         logits, positive = losses.nt_xent_logits(z1, z2, self.temperature)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(positive, logits))
         # contrastive accuracy: the positive scores highest among the 2N - 1 candidates

@@ -101,8 +101,8 @@ class SimSiam(TwoViewModel):
         p2 = self.predictor(z2, training=training)
         return p1, p2, z1, z2
 
-    def objective(self, x1, x2):
-        p1, p2, z1, z2 = self.forward(x1, x2, training=True)
+    def objective(self, x1, x2, training=True):
+        p1, p2, z1, z2 = self.forward(x1, x2, training=training)
         loss = losses.simsiam_loss(p1, p2, z1, z2, stop_gradient=self.stop_gradient, symmetric=self.symmetric,
                                    similarity=self.similarity)
         return loss, z1, {}

@@ -3,7 +3,9 @@
 `TwoViewModel.train_step` takes a batch of stacked views (B, 2, H, W, C), uint8 or floats in [0, 1] (or images,
 augmented on the device),
 asks the method for its loss on (x1, x2), and applies the update so that N replicas make the global-batch update
-(Keras sums gradients over replicas). A method subclass defines `objective(x1, x2)` and its extra metrics.
+(Keras sums gradients over replicas). A method subclass defines `objective(x1, x2, training)` and its extra
+metrics. The rest is Keras': `evaluate(views)` and `fit(..., validation_data=views)` report the loss and z_std of
+held-out view pairs (inference mode), `predict(images)` gives backbone features, `save` / `load_model` round-trip.
 """
 
 import keras
@@ -54,8 +56,14 @@ class TwoViewModel(keras.Model):
         self.extra_trackers = {name: keras.metrics.Mean(name=name) for name in self.extra_metrics}
 
     def call(self, images, training=False):
-        """Backbone features of a batch of images (what a downstream task uses)."""
-        return self.backbone(images, training=training)
+        """Backbone features of a batch of images, uint8 or floats in [0, 1] (what a downstream task uses)."""
+        return self.backbone(as_float(tf.convert_to_tensor(images)), training=training)
+
+    def compile(self, optimizer="sgd", loss=None, **kwargs):
+        if loss is not None:
+            raise ValueError(f"{type(self).__name__}.compile(loss=...): the loss is the method's own "
+                             f"({type(self).__name__}.objective); leave `loss` out")
+        super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
         self.compile(**keras.saving.deserialize_keras_object(config))
@@ -79,15 +87,37 @@ class TwoViewModel(keras.Model):
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    def objective(self, x1, x2):
-        """Returns (loss, z of view 1, {extra metric: value}) in training mode."""
+    def objective(self, x1, x2, training=True):
+        """Returns (loss, z of view 1, {extra metric: value})."""
         raise NotImplementedError
 
-    def train_step(self, data):
+    def _views(self, data, step):
         if self.augment is not None and (isinstance(data, dict) or (
                 not isinstance(data, (tuple, list)) and data.shape.rank == 4)):
-            data = self.augment(data, step=self.optimizer.iterations)
-        x1, x2 = (as_float(x) for x in split_views(data))
+            data = self.augment(data, step=step)
+        return [as_float(x) for x in split_views(data)]
+
+    def _logs(self, loss, z1, extra):
+        self.loss_tracker.update_state(loss)
+        self.z_std_tracker.update_state(losses.std_of_l2_normalized(z1))
+        for name, value in extra.items():
+            self.extra_trackers[name].update_state(value)
+        return {tracker.name: tracker.result() for tracker in self.metrics}
+
+    @staticmethod
+    def _reducible(logs):
+        if distribute.is_multi_worker(tf.distribute.get_strategy()):
+            # Keras reduces multi-worker logs along axis 0: scalars fail (tensorflow/tensorflow#72388)
+            return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
+    def test_step(self, data):
+        """Loss and z_std (and the method's metrics) of held-out view pairs, in inference mode: no update."""
+        x1, x2 = self._views(data, step=0)
+        return self._reducible(self._logs(*self.objective(x1, x2, training=False)))
+
+    def train_step(self, data):
+        x1, x2 = self._views(data, step=self.optimizer.iterations)
         with tf.GradientTape() as tape:
             loss, z1, extra = self.objective(x1, x2)
             # Gradients are summed over replicas: scale so that N replicas make the global-batch update.
@@ -96,19 +126,13 @@ class TwoViewModel(keras.Model):
         learning_rate = self.optimizer.learning_rate
         gradients = tape.gradient(replica_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        self.loss_tracker.update_state(loss)
-        self.z_std_tracker.update_state(losses.std_of_l2_normalized(z1))
-        for name, value in extra.items():
-            self.extra_trackers[name].update_state(value)
-        logs = {tracker.name: tracker.result() for tracker in self.metrics}
+        logs = self._logs(loss, z1, extra)
         logs["lr"] = tf.cast(learning_rate, tf.float32)
-        if distribute.is_multi_worker(tf.distribute.get_strategy()):
-            # Keras reduces multi-worker logs along axis 0: scalars fail (tensorflow/tensorflow#72388)
-            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
-        return logs
+        return self._reducible(logs)
 
     def get_config(self):
-        return {"backbone": keras.saving.serialize_keras_object(self.backbone), "name": self.name,
+        base = keras.layers.Layer.get_config(self)  # name, trainable, dtype: Keras' conventions
+        return {**base, "backbone": keras.saving.serialize_keras_object(self.backbone),
                 "augment": keras.saving.serialize_keras_object(self.augment), **self._config}
 
     @classmethod
