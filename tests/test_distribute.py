@@ -103,7 +103,7 @@ def test_cli_under_mirrored_strategy_monitors_checkpoints_and_exports(tmp_path):
     result = json.loads((run / "result.json").read_text())
     assert result["replicas"] == 2 and result["sync_bn"] and result["strategy"] == "MirroredStrategy"
     assert len(result["knn_top1_per_epoch"]) == 2 and 0 < result["knn_top1"] <= 1
-    assert (run / "checkpoints" / "epoch-2.weights.h5").exists() and (run / "export" / "saved_model").exists()
+    assert (run / "checkpoints" / "step-4.weights.h5").exists() and (run / "export" / "saved_model").exists()
     odd = train(tmp_path / "odd", "--batch_size=33", "--num_cpu_devices=2", check=False)
     assert odd.returncode != 0 and "--batch_size=33 must be a multiple of the 2 replicas" in odd.stderr
 
@@ -192,7 +192,7 @@ def test_killed_worker_and_restarted_cluster_complete_the_planned_epochs(tmp_pat
     from test_train_cli import TINY
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "tf_simsiam.train", f"--model_dir={run}", *TINY, "--steps_per_epoch=8",
-           "--epochs=4", "--knn_every=0", "--strategy=multi_worker"]
+           "--epochs=4", "--knn_every=0", "--strategy=multi_worker", "--checkpoint_every_steps=3"]
 
     def start_cluster():
         ports = free_ports(2)
@@ -201,7 +201,7 @@ def test_killed_worker_and_restarted_cluster_complete_the_planned_epochs(tmp_pat
 
     chief, worker = start_cluster()
     deadline = time.time() + 300
-    while not (run / "checkpoints" / "epoch-1.weights.h5").exists():
+    while not (run / "checkpoints" / "step-3.weights.h5").exists():
         assert chief.poll() is None and time.time() < deadline, chief.communicate()[0][-3000:]
         time.sleep(0.2)
     assert worker.poll() is None, "the run ended before the worker could be killed"
@@ -210,15 +210,15 @@ def test_killed_worker_and_restarted_cluster_complete_the_planned_epochs(tmp_pat
     time.sleep(2)
     chief.send_signal(signal.SIGKILL)  # ... and is restarted with it, as a cluster manager would
     chief.wait()
-    done_before = json.loads((run / "checkpoints" / "checkpoint.json").read_text())["epoch"]
-    assert 1 <= done_before < 4
+    done_before = json.loads((run / "checkpoints" / "checkpoint.json").read_text())["step"]
+    assert 3 <= done_before < 32
 
     procs = start_cluster()
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
     result = json.loads((run / "result.json").read_text())
-    assert result["resumed_from_epoch"] == done_before and result["replicas"] == 2
-    assert "resuming from" in outputs[0] and "4 epochs" in outputs[0]
+    assert result["resumed_from_step"] == done_before and result["replicas"] == 2
+    assert f"resuming at step {done_before} of 32" in outputs[0]
     history = (run / "history.csv").read_text().splitlines()
     assert [int(row.split(",")[0]) for row in history[1:]][-1] == 4
     assert (run / "export" / "saved_model").exists()

@@ -100,16 +100,3 @@ def test_collapse_monitor_warns(caplog):
     assert not caplog.records
     monitor.on_epoch_end(1, {"z_std": 0.001})
     assert "COLLAPSE WARNING" in caplog.text and monitor.collapsed_epochs == [2]
-
-
-def test_checkpoints_are_kept_and_found(tmp_path):
-    model = tiny_simsiam()
-    checkpoint = callbacks.Checkpoint(str(tmp_path), keep=2)
-    checkpoint.set_model(model)
-    assert callbacks.latest_checkpoint(str(tmp_path)) == (0, None)
-    for epoch in range(3):
-        checkpoint.on_epoch_end(epoch)
-    epoch, path = callbacks.latest_checkpoint(str(tmp_path))
-    assert epoch == 3 and path.endswith("epoch-3.weights.h5")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint.json", "epoch-2.weights.h5", "epoch-3.weights.h5"]

@@ -48,30 +48,54 @@ def test_cli_trains_monitors_and_exports(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-2)  # bf16 compute in the SavedModel
 
 
-def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
-    flags = ["--epochs=4", "--knn_every=0", "--seed=3"]
+def test_a_run_killed_mid_epoch_resumes_at_its_last_step_and_ends_like_an_uninterrupted_one(tmp_path):
+    flags = ["--epochs=4", "--knn_every=0", "--seed=3", "--checkpoint_every_steps=2"]  # 3 steps an epoch
     straight = tmp_path / "straight"
     train(straight, *flags)
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "tf_simsiam.train", f"--model_dir={run}", *TINY, *flags],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (run / "checkpoints" / "epoch-2.weights.h5").exists():
+    while not (run / "checkpoints" / "step-8.weights.h5").exists():  # mid-epoch 3
         assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    saved = sorted(int(p.name[5:-11]) for p in (run / "checkpoints").glob("step-*.weights.h5"))
+    assert saved[-1] >= 8 and len(saved) <= 3  # every 2 steps and at epoch ends, the last 3 kept
+    newest = run / "checkpoints" / f"step-{saved[-1]}.weights.h5"
+    newest.write_bytes(newest.read_bytes()[:1000])  # and the newest is damaged: the one before it is used
     out = train(run, *flags)
-    assert "resuming from" in out.stderr and "of 4 epochs done" in out.stderr
+    assert f"{newest} cannot be read" in out.stderr
+    assert f"resuming at step {saved[-2]} of 12" in out.stderr
     result = json.loads((run / "result.json").read_text())
-    assert result["resumed_from_epoch"] >= 2
+    assert result["resumed_from_step"] == saved[-2] and saved[-1] - saved[-2] <= 2  # at most 2 steps lost
     import h5py
-    with h5py.File(straight / "checkpoints" / "epoch-4.weights.h5") as a, \
-            h5py.File(run / "checkpoints" / "epoch-4.weights.h5") as b:
+    with h5py.File(straight / "checkpoints" / "step-12.weights.h5") as a, \
+            h5py.File(run / "checkpoints" / "step-12.weights.h5") as b:
         names = []
         a.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-        for name in names:  # the same data order and augmentations: the same weights
+        for name in names:  # the same batches, data order and augmentations: the same weights
             np.testing.assert_allclose(a[name][()], b[name][()], rtol=1e-4, atol=1e-5, err_msg=name)
+    history = (run / "history.csv").read_text().splitlines()
+    assert [int(row.split(",")[0]) for row in history[1:]][-2:] == [3, 4]
+
+
+def test_a_diverging_run_stops_with_an_error_and_exports_nothing(tmp_path):
+    run = tmp_path / "run"
+    out = train(run, "--epochs=2", "--knn_every=0", "--base_lr=1e12", "--checkpoint_every_steps=1", check=False)
+    assert out.returncode != 0
+    assert "error: the loss is nan at step" in out.stderr and "Try a smaller --base_lr (now 1000000000000.0)" \
+        in out.stderr, out.stderr[-2000:]
+    assert not (run / "export").exists() and not (run / "result.json").exists()
+    assert json.loads((run / "config.json").read_text())["base_lr"] == 1e12
+
+
+def test_an_unusable_model_dir_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    out = train(tmp_path / "file", "--epochs=1", check=False)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert f"error: --model_dir={tmp_path / 'file'} is a file, not a directory" in out.stderr
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@
   `feature_std`: z_std's statistic on the backbone's features of the test split, which shows whether a collapse
   reaches the backbone or stays in the heads.
 - CollapseMonitor: warns when z_std falls towards 0 (the paper's collapse signal, Fig. 2).
-- Checkpoint: model + optimizer state after every epoch, written atomically, for `latest_checkpoint` to resume.
 - EpochHistory: one CSV row per epoch (epoch, loss, z_std, lr, knn_top1, feature_std, ...).
 - ViewPairs: writes an image grid of augmented view pairs to TensorBoard.
 """
@@ -14,7 +13,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 
 import keras
@@ -91,55 +89,6 @@ class CollapseMonitor(keras.callbacks.Callback):
             log.warning("COLLAPSE WARNING, epoch %d: z_std = %.4g is below %.4g (healthy is about 1/sqrt(d) = "
                         "%.4g): the projector outputs are collapsing to a constant.", epoch + 1, z_std,
                         self.threshold, self.healthy)
-
-
-def write_json(path, payload):
-    """Writes JSON atomically (a reader never sees half a file, even with several writers)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
-
-
-class Checkpoint(keras.callbacks.Callback):
-    """After every epoch: `epoch-N.weights.h5` (model and optimizer) and `checkpoint.json` naming it.
-
-    Each file is written under a temporary name and renamed, so an interruption at any moment leaves the
-    previous checkpoint intact. The last `keep` checkpoints are kept. In a multi-worker run every worker saves
-    (so that all take part in whatever reading the variables involves), but only the chief keeps its file.
-    """
-
-    def __init__(self, directory, keep=2, chief=True):
-        super().__init__()
-        self.directory, self.keep, self.chief = directory, keep, chief
-        if chief:
-            os.makedirs(directory, exist_ok=True)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.chief:
-            with tempfile.TemporaryDirectory() as scratch:
-                self.model.save_weights(os.path.join(scratch, "worker.weights.h5"))
-            return
-        name = f"epoch-{epoch + 1}.weights.h5"
-        tmp = os.path.join(self.directory, f"tmp-{name}")
-        self.model.save_weights(tmp)
-        os.replace(tmp, os.path.join(self.directory, name))
-        write_json(os.path.join(self.directory, "checkpoint.json"), {"epoch": epoch + 1, "weights": name})
-        done = sorted((int(f[6:-11]) for f in os.listdir(self.directory)
-                       if f.startswith("epoch-") and f.endswith(".weights.h5")))
-        for old in done[:-self.keep]:
-            os.remove(os.path.join(self.directory, f"epoch-{old}.weights.h5"))
-
-
-def latest_checkpoint(directory):
-    """(epoch, weights path) of the last complete checkpoint in directory, or (0, None)."""
-    try:
-        with open(os.path.join(directory, "checkpoint.json")) as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        return 0, None
-    path = os.path.join(directory, state["weights"])
-    return (int(state["epoch"]), path) if os.path.exists(path) else (0, None)
 
 
 class EpochHistory(keras.callbacks.Callback):

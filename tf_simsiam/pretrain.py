@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_simsiam import callbacks, distribute, export, losses, optim
+from tf_simsiam import callbacks, distribute, export, losses, optim, run_dir
 from tf_simsiam.data import augment as augment_lib
 from tf_simsiam.data import pipeline, sources
 from tf_simsiam.models import SimCLR, SimSiam, backbones
@@ -88,6 +88,7 @@ class PretrainConfig:
     knn_temperature: float = 0.1
     knn_train_size: int = 0  # 0: the whole split
     knn_test_size: int = 0
+    checkpoint_every_steps: int = 1000  # and at each epoch end; 0: at epoch ends only
     model_dir: str = "runs/simsiam"
     export_dir: str = ""  # "": MODEL_DIR/export
     export_formats: str = "saved_model"  # comma-separated: saved_model, onnx, litert (export.FORMATS)
@@ -108,7 +109,7 @@ class PretrainConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
         for name in ("steps_per_epoch", "warmup_epochs", "knn_every", "image_size", "knn_train_size",
-                     "knn_test_size", "weight_decay", "num_cpu_devices"):
+                     "knn_test_size", "weight_decay", "num_cpu_devices", "checkpoint_every_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.base_lr <= 0:
@@ -157,6 +158,8 @@ class PretrainConfig:
                              f"multi_worker, not {self.strategy}")
         if not self.model_dir:
             raise ValueError("--model_dir must not be empty")
+        if os.path.exists(self.model_dir) and not os.path.isdir(self.model_dir):
+            raise ValueError(f"--model_dir={self.model_dir} is a file, not a directory: choose another --model_dir")
         export.parse_formats(self.export_formats)
         if self.export_precision not in export.PRECISIONS:
             raise ValueError(f"--export_precision must be one of {export.PRECISIONS}, got {self.export_precision!r}")
@@ -297,19 +300,6 @@ def build_model(config, enc_config, steps_per_epoch, sync_bn=False):
     return model
 
 
-def _check_same_run(config, model_dir):
-    path = os.path.join(model_dir, "config.json")
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        saved = json.load(f)
-    changed = [k for k in PretrainConfig.MODEL_KEYS if k in saved and saved[k] != getattr(config, k)]
-    if changed:
-        details = ", ".join(f"--{k}={saved[k]!r} there, {getattr(config, k)!r} now" for k in changed)
-        raise ValueError(f"--model_dir={model_dir} holds a run with other settings ({details}); resume it with "
-                         f"its own settings or choose a new --model_dir")
-
-
 def pretrain(config):
     """Trains SimSiam or SimCLR as configured, resuming from model_dir's last checkpoint; returns the result dict.
 
@@ -342,7 +332,7 @@ def pretrain(config):
     log.info("precision: %s%s", precision, " (--precision=auto)" if config.precision == "auto" else "")
     keras.mixed_precision.set_global_policy(precision)
     model_dir = config.model_dir
-    _check_same_run(config, model_dir)
+    run_dir.check_same_run(model_dir, config.to_json(), PretrainConfig.MODEL_KEYS)
 
     train, knn_train, knn_test = load_data(config)
     need_knn = knn_train is not None
@@ -355,24 +345,31 @@ def pretrain(config):
     enc_config = encoder_config(config, train)
 
     if chief:
-        os.makedirs(model_dir, exist_ok=True)
-        callbacks.write_json(os.path.join(model_dir, "config.json"),
-                             {**config.to_json(), "encoder": enc_config, "steps_per_epoch_used": steps_per_epoch})
+        run_dir.prepare(model_dir)
+        run_dir.write_json(os.path.join(model_dir, "config.json"),
+                           {**config.to_json(), "encoder": enc_config, "steps_per_epoch_used": steps_per_epoch})
 
     checkpoints = os.path.join(model_dir, "checkpoints")
-    initial_epoch, weights = callbacks.latest_checkpoint(checkpoints)
+    total_steps = config.epochs * steps_per_epoch
     with strategy.scope():
         model = build_model(config, enc_config, steps_per_epoch, sync_bn=sync_bn)
-        if weights:
-            model.optimizer.build(model.trainable_variables)
-            model.load_weights(weights)
-            log.info("resuming from %s: %d of %d epochs done", weights, initial_epoch, config.epochs)
+        model.optimizer.build(model.trainable_variables)
+        start_step = run_dir.restore(model, checkpoints)
+    if start_step:
+        log.info("resuming at step %d of %d (epoch %d of %d, %d of its %d steps done)", start_step, total_steps,
+                 start_step // steps_per_epoch + 1, config.epochs, start_step % steps_per_epoch, steps_per_epoch)
+    initial_epoch = start_step // steps_per_epoch
 
     recipe = recipe_of(config, enc_config["input_shape"][0])
-    dataset = distribute.distribute_dataset(strategy, lambda input_context: pipeline.pretrain_dataset(
-        train, config.batch_size, recipe, seed=config.seed,
-        augment_on=config.augment_on, start_step=initial_epoch * steps_per_epoch, input_context=input_context))
-    monitors = []
+
+    def dataset_from(step):
+        return distribute.distribute_dataset(strategy, lambda input_context: pipeline.pretrain_dataset(
+            train, config.batch_size, recipe, seed=config.seed, augment_on=config.augment_on, start_step=step,
+            input_context=input_context))
+
+    monitors = [run_dir.StopOnNonFiniteLoss(
+        f"Try a smaller --base_lr (now {config.base_lr}), --warmup_epochs (now {config.warmup_epochs}) or "
+        f"--precision=float32; the last good checkpoint in {checkpoints} is kept and nothing was exported.")]
     knn = None
     if need_knn:
         knn = callbacks.KNNMonitor(knn_train, knn_test, every=config.knn_every,
@@ -381,7 +378,7 @@ def pretrain(config):
     collapse = callbacks.CollapseMonitor(config.proj_dim)
     log_dir = os.path.join(model_dir, "logs")
     first_views = next(iter(pipeline.pretrain_dataset(train, 8, recipe, seed=config.seed)))
-    monitors += [collapse, callbacks.Checkpoint(checkpoints, chief=chief)]
+    monitors += [collapse, run_dir.Checkpoint(checkpoints, every_steps=config.checkpoint_every_steps, chief=chief)]
     if chief:
         monitors += [callbacks.EpochHistory(os.path.join(model_dir, "history.csv")),
                      keras.callbacks.TensorBoard(log_dir, write_graph=False),
@@ -390,32 +387,43 @@ def pretrain(config):
     untrained = {"knn_top1": None, "feature_std": None}
     if knn:  # the same kNN on the untrained network: what a collapsed run falls back to, or below
         untrained_path = os.path.join(model_dir, "knn_untrained.json")
-        if initial_epoch == 0:
+        if start_step == 0:
             untrained["knn_top1"], untrained["feature_std"] = knn.evaluate(model.backbone)
             log.info("kNN top-1 of the untrained backbone: %.2f%% (feature_std %.4g)", 100 * untrained["knn_top1"],
                      untrained["feature_std"])
             if chief:
-                callbacks.write_json(untrained_path, untrained)
+                run_dir.write_json(untrained_path, untrained)
         elif os.path.exists(untrained_path):
             with open(untrained_path) as f:
                 untrained.update(json.load(f))
 
     train_start = time.time()
     history = {}
-    if initial_epoch < config.epochs:
-        history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                            initial_epoch=initial_epoch, callbacks=monitors, verbose=1 if chief else 0,
-                            shuffle=False).history
-    else:
+    # A run resumed mid-epoch first finishes that epoch (its remaining steps), then trains the others: each
+    # segment reads the batches of its own global steps, so the run sees what an uninterrupted one would.
+    segments = []
+    if start_step % steps_per_epoch:
+        segments.append((initial_epoch, initial_epoch + 1, steps_per_epoch - start_step % steps_per_epoch))
+    first_full = -(-start_step // steps_per_epoch)
+    if first_full < config.epochs:
+        segments.append((first_full, config.epochs, steps_per_epoch))
+    for begin, end, steps in segments:
+        step = int(model.optimizer.iterations.numpy())
+        segment = model.fit(dataset_from(step), epochs=end, steps_per_epoch=steps, initial_epoch=begin,
+                            callbacks=monitors, verbose=1 if chief else 0, shuffle=False).history
+        for name, values in segment.items():
+            history.setdefault(name, []).extend(values)
+    if not segments:
         log.info("all %d epochs were already done; exporting", config.epochs)
     train_seconds = time.time() - train_start
-    trained_steps = (config.epochs - initial_epoch) * steps_per_epoch
+    trained_steps = total_steps - start_step
 
     export_dir = config.export_dir or os.path.join(model_dir, "export")
     result = {
         "method": config.method, "dataset": config.dataset, "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
         "strategy": type(strategy).__name__, "replicas": replicas, "sync_bn": sync_bn,
         "batch_size": config.batch_size, "precision": precision, "resumed_from_epoch": initial_epoch,
+        "resumed_from_step": start_step,
         "final_loss": _last(history.get("loss")), "final_z_std": _last(history.get("z_std")),
         "final_contrastive_accuracy": _last(history.get("contrastive_accuracy")),
         "z_std_healthy": 1 / math.sqrt(config.proj_dim), "collapsed_epochs": collapse.collapsed_epochs,
@@ -433,7 +441,7 @@ def pretrain(config):
         export.export_encoder(model.backbone, export_dir, enc_config, formats=config.export_formats,
                               precision=config.export_precision)
         result["wall_seconds"] = round(time.time() - start_time, 1)
-        callbacks.write_json(os.path.join(model_dir, "result.json"), result)
+        run_dir.write_json(os.path.join(model_dir, "result.json"), result)
     return result
 
 
@@ -442,7 +450,8 @@ def _last(values):
 
 
 def load_run(model_dir):
-    """(config, encoder config, model with the run's last checkpoint, its epoch) of a training run."""
+    """(config, encoder config, model with the run's last checkpoint, its epoch: a fraction mid-epoch) of a
+    training run."""
     path = os.path.join(model_dir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"--model_dir={model_dir} holds no config.json: not a tf_simsiam training run")
@@ -452,20 +461,19 @@ def load_run(model_dir):
     steps = saved.pop("steps_per_epoch_used")
     config = PretrainConfig(**{k: v for k, v in saved.items() if k in PretrainConfig.__dataclass_fields__})
     keras.mixed_precision.set_global_policy(distribute.resolve_precision(config.precision))
-    epoch, weights = callbacks.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if not weights:
-        raise FileNotFoundError(f"--model_dir={model_dir} has no checkpoint yet")
     model = build_model(config, enc_config, steps)
     model.optimizer.build(model.trainable_variables)
-    model.load_weights(weights)
-    return config, enc_config, model, epoch
+    step = run_dir.restore(model, os.path.join(model_dir, "checkpoints"))
+    if not step:
+        raise FileNotFoundError(f"--model_dir={model_dir} has no checkpoint yet")
+    return config, enc_config, model, step // steps if step % steps == 0 else round(step / steps, 3)
 
 
 def export_run(model_dir, export_dir=None, formats=None, precision=None):
     """Exports the encoder of a training run from its last checkpoint (python -m tf_simsiam.export), in the
     run's --export_formats and --export_precision unless given."""
     config, enc_config, model, epoch = load_run(model_dir)
-    log.info("exporting epoch %d of %s", epoch, model_dir)
+    log.info("exporting epoch %s of %s", epoch, model_dir)
     return export.export_encoder(model.backbone, export_dir or os.path.join(model_dir, "export"), enc_config,
                                  formats=formats or config.export_formats,
                                  precision=precision or config.export_precision)

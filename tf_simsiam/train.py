@@ -121,6 +121,9 @@ flags.DEFINE_float("knn_temperature", D.knn_temperature, "Temperature of the kNN
 flags.DEFINE_integer("knn_train_size", D.knn_train_size, "Labelled training images of the kNN monitor "
                      "(seeded subset); 0: all.", lower_bound=0)
 flags.DEFINE_integer("knn_test_size", D.knn_test_size, "Test images of the kNN monitor; 0: all.", lower_bound=0)
+flags.DEFINE_integer("checkpoint_every_steps", D.checkpoint_every_steps, "Checkpoint every N global steps, and at "
+                     "each epoch end (0: at epoch ends only); a killed run resumes at the last one, mid-epoch too.",
+                     lower_bound=0)
 flags.DEFINE_string("model_dir", D.model_dir, "Run directory: config, checkpoints, TensorBoard logs, result.json.")
 flags.DEFINE_string("export_dir", D.export_dir, "Where the frozen encoder goes; default MODEL_DIR/export.")
 flags.DEFINE_string("export_formats", D.export_formats, "Comma-separated export formats: saved_model (always "
@@ -147,19 +150,19 @@ def main(argv):
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
     absl_logging.set_verbosity(absl_logging.WARNING)  # TensorFlow's SavedModel code logs through absl
     logging.getLogger("tf_simsiam").setLevel(logging.INFO)
-    from tf_simsiam import pretrain
+    from tf_simsiam import pretrain, run_dir
     from tf_simsiam.data import DataError
 
     config = config_from_flags()
     try:
         config.validate()
-        os.makedirs(config.model_dir, exist_ok=True)
+        run_dir.prepare(config.model_dir)
         tmp = os.path.join(config.model_dir, f"flags.cfg.{os.getpid()}.tmp")  # workers may write it at once
         with open(tmp, "w") as f:
             f.write(FLAGS.flags_into_string())
         os.replace(tmp, os.path.join(config.model_dir, "flags.cfg"))
         result = pretrain.pretrain(config)
-    except (DataError, ValueError, FileNotFoundError) as error:
+    except (DataError, ValueError, FileNotFoundError, run_dir.TrainingDiverged) as error:
         sys.exit(f"error: {error}")
     if "wall_seconds" not in result:  # not the chief of a multi-worker run: the chief reports
         return
