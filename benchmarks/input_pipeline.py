@@ -85,7 +85,7 @@ def end_to_end(config_path, steps):
         spec = dataset.element_spec
         out[name.replace("fit_with", "bytes_per_batch")] = int(np.prod(spec.shape)) * spec.dtype.size
     batch = next(iter(data))
-    step = tf.function(model.train_step, jit_compile=config.jit_compile)
+    step = tf.function(model.train_step, jit_compile=False)  # as the model was compiled (build_model: no XLA)
     times = []
     for _ in range(steps + 2):
         start = time.perf_counter()

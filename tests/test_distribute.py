@@ -222,3 +222,44 @@ def test_killed_worker_and_restarted_cluster_complete_the_planned_epochs(tmp_pat
     history = (run / "history.csv").read_text().splitlines()
     assert [int(row.split(",")[0]) for row in history[1:]][-1] == 4
     assert (run / "export" / "saved_model").exists()
+
+
+def test_a_model_built_under_several_replicas_gets_sync_bn_without_being_told():
+    from tf_simsiam import SimSiam
+    from tf_simsiam.models import backbones
+    mirrored = distribute.get_strategy("mirrored")
+
+    def batch_norms(model):
+        return [layer for layer in model._flatten_layers() if "BatchNormalization" in type(layer).__name__]
+
+    with mirrored.scope():
+        model = SimSiam(backbones.resnet18((16, 16, 1), width=4), proj_dim=32, pred_dim=8, proj_layers=2)
+    assert len(batch_norms(model)) > 10 and all(bn.synchronized for bn in batch_norms(model))
+    alone = SimSiam(backbones.resnet18((16, 16, 1), width=4), proj_dim=32, pred_dim=8, proj_layers=2)
+    assert not any(bn.synchronized for bn in batch_norms(alone))  # one replica: the fused per-replica kernel
+    # and "auto" under 2 replicas makes the single-device update
+    initial = tiny_simsiam().get_weights()
+    single = train(tf.distribute.get_strategy(), False, initial)
+    for a, b in zip(train(mirrored, "auto", initial), single):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_accelerator_defaults_for_xla_and_steps_per_execution(monkeypatch):
+    one, mirrored = tf.distribute.get_strategy(), distribute.get_strategy("mirrored")
+    assert distribute.resolve_jit_compile("auto", one) is False  # CPUs: off
+    assert distribute.resolve_steps_per_execution("auto", one, 500) == 1
+    assert distribute.resolve_jit_compile("true", one) is True and distribute.resolve_jit_compile("false", one) is False
+    with pytest.raises(ValueError, match="--jit_compile=true does not work with several CPU replicas"):
+        distribute.resolve_jit_compile("true", mirrored)
+    assert distribute.resolve_steps_per_execution("4", one, 500) == 4
+    for bad in ("0", "two", "1.5"):
+        with pytest.raises(ValueError, match="--steps_per_execution must be 'auto' or a positive integer"):
+            distribute.resolve_steps_per_execution(bad, one, 500)
+    monkeypatch.setattr(distribute, "device_kind", lambda strategy: "gpu")
+    assert distribute.resolve_jit_compile("auto", one) is True and distribute.resolve_jit_compile("auto", mirrored) \
+        is False  # one GPU: on; several: not run here, off
+    assert distribute.resolve_steps_per_execution("auto", one, 500) == 16
+    assert distribute.resolve_steps_per_execution("auto", one, 5) == 5  # never more than an epoch
+    monkeypatch.setattr(distribute, "device_kind", lambda strategy: "tpu")
+    assert distribute.resolve_jit_compile("auto", one) is True
+    assert distribute.resolve_steps_per_execution("auto", one, 500) == 128

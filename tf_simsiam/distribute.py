@@ -2,7 +2,7 @@
 
     strategy = tf_simsiam.distribute.get_strategy("mirrored")     # or "auto", "multi_worker", "tpu"
     with strategy.scope():
-        model = tf_simsiam.SimSiam(backbone, sync_bn=True, ...)    # backbone built with sync_bn=True too
+        model = tf_simsiam.SimSiam(backbone, ...)    # backbone built here too: SyncBN ("auto") with >1 replica
         model.compile(optimizer=tf_simsiam.optim.simsiam_optimizer(...))
     model.fit(tf_simsiam.distribute.distribute_dataset(strategy, dataset_fn), ...)
 
@@ -143,6 +143,46 @@ def distribute_dataset(strategy, dataset_fn):
     if strategy.num_replicas_in_sync == 1:
         return dataset_fn(None)
     return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+JIT_COMPILE = ("auto", "true", "false")
+STEPS_PER_EXECUTION_AUTO = {"tpu": 128, "gpu": 16, "cpu": 1}  # capped at the steps of an epoch
+
+
+def device_kind(strategy):
+    """"tpu", "gpu" or "cpu": what the strategy's replicas run on."""
+    if is_tpu(strategy):
+        return "tpu"
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def resolve_jit_compile(setting, strategy):
+    """Whether the train step is compiled with XLA. "auto": on for one GPU or a TPU; off on CPUs (slower there on
+    the machines measured, see the benchmarks page), with several CPU replicas (where it fails: TensorFlow places
+    one replica's variables on another's device) and with several GPUs (not run here)."""
+    if setting not in JIT_COMPILE:
+        raise ValueError(f"--jit_compile must be one of {JIT_COMPILE}, got {setting!r}")
+    kind = device_kind(strategy)
+    if setting == "auto":
+        return kind == "tpu" or (kind == "gpu" and strategy.num_replicas_in_sync == 1)
+    if setting == "true" and kind == "cpu" and strategy.num_replicas_in_sync > 1:
+        raise ValueError("--jit_compile=true does not work with several CPU replicas (TensorFlow places the "
+                         "variables of one replica on another's device); leave it at auto or false on CPU")
+    return setting == "true"
+
+
+def resolve_steps_per_execution(setting, strategy, steps_per_epoch):
+    """Train steps per compiled call: an integer as given; "auto": 128 on a TPU, 16 on GPUs, 1 on CPUs (where the
+    host round trip costs nothing measurable), never more than the steps of an epoch."""
+    if setting == "auto":
+        return max(1, min(STEPS_PER_EXECUTION_AUTO[device_kind(strategy)], steps_per_epoch))
+    try:
+        steps = int(setting)
+    except (TypeError, ValueError):
+        steps = 0
+    if steps <= 0 or str(setting).strip() != str(steps):
+        raise ValueError(f"--steps_per_execution must be 'auto' or a positive integer, got {setting!r}")
+    return steps
 
 
 def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo"):

@@ -60,7 +60,8 @@ def rebuilt(backbone, encoder_config, precision="float32"):
     if precision not in PRECISIONS:
         raise ValueError(f"--export_precision must be one of {PRECISIONS}, got {precision!r}")
     with dtype_policy(precision):
-        encoder = backbones.from_encoder_config({**encoder_config, "input_shape": backbone.input_shape[1:]})
+        encoder = backbones.from_encoder_config({**encoder_config, "input_shape": backbone.input_shape[1:]},
+                                                sync_bn=False)
     encoder.set_weights(backbone.get_weights())
     return encoder
 

@@ -73,8 +73,8 @@ class PretrainConfig:
     momentum: float = 0.9
     warmup_epochs: int = 0
     precision: str = "auto"  # mixed_bfloat16 where the hardware has native bf16, else float32
-    jit_compile: bool = False
-    steps_per_execution: int = 1
+    jit_compile: str = "auto"  # auto | true | false (distribute.resolve_jit_compile)
+    steps_per_execution: str = "auto"  # auto or a positive integer (distribute.resolve_steps_per_execution)
     seed: int = 0
     # distribution
     strategy: str = "auto"
@@ -103,8 +103,7 @@ class PretrainConfig:
 
     def validate(self):
         """Raises ValueError naming the setting (the CLI flag of the same name) at fault."""
-        positive = ("width", "proj_dim", "pred_dim", "proj_layers", "batch_size", "epochs", "knn_k",
-                    "steps_per_execution")
+        positive = ("width", "proj_dim", "pred_dim", "proj_layers", "batch_size", "epochs", "knn_k")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
@@ -151,6 +150,12 @@ class PretrainConfig:
             raise ValueError(f"--augment_on must be one of {pipeline.AUGMENT_PLACEMENTS}, got {self.augment_on!r}")
         if self.backbone not in backbones.BACKBONES:
             raise ValueError(f"--backbone must be one of {sorted(backbones.BACKBONES)}, got {self.backbone!r}")
+        if isinstance(self.jit_compile, bool):  # a Python caller's True / False
+            self.jit_compile = str(self.jit_compile).lower()
+        if self.jit_compile not in distribute.JIT_COMPILE:
+            raise ValueError(f"--jit_compile must be one of {distribute.JIT_COMPILE}, got {self.jit_compile!r}")
+        if self.steps_per_execution != "auto":
+            distribute.resolve_steps_per_execution(self.steps_per_execution, None, 1)
         if self.strategy not in distribute.STRATEGIES:
             raise ValueError(f"--strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
         if self.num_cpu_devices > 1 and self.strategy in ("default", "tpu"):
@@ -275,7 +280,7 @@ def encoder_config(config, train):
             "std": [round(float(s), 4) for s in sample.std(0)]}
 
 
-def build_model(config, enc_config, steps_per_epoch, sync_bn=False):
+def build_model(config, enc_config, steps_per_epoch, sync_bn=False, jit_compile=False, steps_per_execution=1):
     """The compiled SimSiam or SimCLR model of a config; call it under strategy.scope() to distribute it."""
     backbone = backbones.from_encoder_config(enc_config, sync_bn)
     augment = None
@@ -295,8 +300,7 @@ def build_model(config, enc_config, steps_per_epoch, sync_bn=False):
         config.optimizer_name(), config.batch_size, config.epochs * steps_per_epoch, base_lr=config.base_lr,
         momentum=config.momentum, weight_decay=config.weight_decay,
         warmup_steps=config.warmup_epochs * steps_per_epoch, lr_scaling=config.lr_scaling)
-    model.compile(optimizer=optimizer, jit_compile=config.jit_compile,
-                  steps_per_execution=config.steps_per_execution)
+    model.compile(optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     return model
 
 
@@ -316,10 +320,7 @@ def pretrain(config):
         log.setLevel(logging.WARNING)
     if config.batch_size % replicas:
         raise ValueError(f"--batch_size={config.batch_size} must be a multiple of the {replicas} replicas")
-    if config.jit_compile and replicas > 1 and not tf.config.list_physical_devices("GPU") \
-            and not distribute.is_tpu(strategy):
-        raise ValueError("--jit_compile does not work with several CPU replicas (TensorFlow places the "
-                         "variables of one replica on another's device); leave it off on CPU")
+    jit_compile = distribute.resolve_jit_compile(config.jit_compile, strategy)
     sync_bn = config.sync_bn and replicas > 1
     log.info("strategy %s: %d replica(s), global batch %d (%d per replica), %s BN", type(strategy).__name__.lstrip("_"),
              replicas, config.batch_size, config.batch_size // replicas, "synchronized" if sync_bn else "per-replica")
@@ -343,6 +344,11 @@ def pretrain(config):
     if config.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
     enc_config = encoder_config(config, train)
+    steps_per_execution = distribute.resolve_steps_per_execution(config.steps_per_execution, strategy,
+                                                                 steps_per_epoch)
+    log.info("XLA (jit_compile): %s%s; %d step(s) per execution%s", "on" if jit_compile else "off",
+             " (--jit_compile=auto)" if config.jit_compile == "auto" else "", steps_per_execution,
+             " (--steps_per_execution=auto)" if config.steps_per_execution == "auto" else "")
 
     if chief:
         run_dir.prepare(model_dir)
@@ -352,7 +358,8 @@ def pretrain(config):
     checkpoints = os.path.join(model_dir, "checkpoints")
     total_steps = config.epochs * steps_per_epoch
     with strategy.scope():
-        model = build_model(config, enc_config, steps_per_epoch, sync_bn=sync_bn)
+        model = build_model(config, enc_config, steps_per_epoch, sync_bn=sync_bn, jit_compile=jit_compile,
+                            steps_per_execution=steps_per_execution)
         model.optimizer.build(model.trainable_variables)
         start_step = run_dir.restore(model, checkpoints)
     if start_step:
@@ -422,7 +429,8 @@ def pretrain(config):
     result = {
         "method": config.method, "dataset": config.dataset, "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
         "strategy": type(strategy).__name__, "replicas": replicas, "sync_bn": sync_bn,
-        "batch_size": config.batch_size, "precision": precision, "resumed_from_epoch": initial_epoch,
+        "batch_size": config.batch_size, "precision": precision, "jit_compile": jit_compile,
+        "steps_per_execution": steps_per_execution, "resumed_from_epoch": initial_epoch,
         "resumed_from_step": start_step,
         "final_loss": _last(history.get("loss")), "final_z_std": _last(history.get("z_std")),
         "final_contrastive_accuracy": _last(history.get("contrastive_accuracy")),

@@ -14,7 +14,7 @@ from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 from tf_simsiam.pretrain import PretrainConfig  # noqa: E402
-from tf_simsiam import export  # noqa: E402
+from tf_simsiam import distribute, export  # noqa: E402
 from tf_simsiam.data import sources  # noqa: E402
 
 D = PretrainConfig()  # defaults live in one place: the config
@@ -94,10 +94,11 @@ flags.DEFINE_integer("warmup_epochs", D.warmup_epochs, "Linear warmup epochs bef
 flags.DEFINE_enum("precision", D.precision, ["auto", "float32", "mixed_bfloat16"], "Keras dtype policy; auto: "
                   "mixed_bfloat16 on a TPU, a GPU of compute capability >= 8.0 or a CPU with AVX512-BF16/AMX, "
                   "else float32 (emulated bfloat16 is several times slower).")
-flags.DEFINE_bool("jit_compile", D.jit_compile, "Compile the train step with XLA (meant for GPU/TPU; on the "
-                  "2-core CPUs measured it was slower, see the benchmarks page).")
-flags.DEFINE_integer("steps_per_execution", D.steps_per_execution, "Train steps per compiled call (TPU: "
-                     "several hundred amortise the host round trip).", lower_bound=1)
+flags.DEFINE_enum("jit_compile", D.jit_compile, list(distribute.JIT_COMPILE), "Compile the train step with XLA; "
+                  "auto: on for one GPU or a TPU, off on CPUs (slower there, see the benchmarks page) and with "
+                  "several CPU replicas (where it fails) or GPUs.")
+flags.DEFINE_string("steps_per_execution", D.steps_per_execution, "Train steps per compiled call: a positive "
+                    "integer, or auto: 128 on a TPU, 16 on GPUs (amortising the host round trip), 1 on CPUs.")
 flags.DEFINE_enum("strategy", D.strategy, ["auto", "default", "mirrored", "multi_worker", "tpu"],
                   "Distribution: auto picks tpu if --tpu is given, multi_worker if TF_CONFIG names several tasks, "
                   "mirrored if there are several GPUs (or --num_cpu_devices > 1), else default (one device).")

@@ -3,7 +3,8 @@
 Every backbone takes float images in [0, 1] of shape (H, W, C), C = 1 or 3, normalises them with a fixed
 per-channel mean/std inside the model (so an exported encoder carries its own preprocessing), and
 zero-initialises the last BN gamma of each residual block, as the official SimSiam code does
-(`zero_init_residual=True`). `sync_bn=True` makes every BatchNormalization synchronized across replicas.
+(`zero_init_residual=True`). `sync_bn=True` makes every BatchNormalization synchronized across replicas; the
+default "auto" does so when the backbone is built under a strategy with several replicas.
 """
 
 import keras
@@ -64,7 +65,7 @@ def _basic_block(x, filters, strides, sync_bn, name):
     return keras.layers.ReLU(name=f"{name}_out")(x)
 
 
-def resnet18(input_shape=(32, 32, 3), width=64, sync_bn=False, mean=None, std=None, name="resnet18"):
+def resnet18(input_shape=(32, 32, 3), width=64, sync_bn="auto", mean=None, std=None, name="resnet18"):
     """ResNet-18 with the CIFAR stem of the SimSiam appendix: 3x3 conv stride 1, no max-pool.
 
     width is the channel count of the first stage (64 in the paper); stages have width x (1, 2, 4, 8) and the
@@ -86,7 +87,7 @@ def resnet18(input_shape=(32, 32, 3), width=64, sync_bn=False, mean=None, std=No
     return keras.Model(inputs, features, name=name)
 
 
-def resnet50(input_shape=(224, 224, 3), sync_bn=False, mean=None, std=None, name="resnet50"):
+def resnet50(input_shape=(224, 224, 3), sync_bn="auto", mean=None, std=None, name="resnet50"):
     """ResNet-50 from keras.applications (weights=None, include_top=False, pooling="avg"): 2048-d features.
 
     Its BatchNormalization layers are rebuilt with PyTorch's momentum/epsilon, `synchronized=sync_bn`, and a zero
@@ -112,7 +113,7 @@ def resnet50(input_shape=(224, 224, 3), sync_bn=False, mean=None, std=None, name
 BACKBONES = {"resnet18": resnet18, "resnet50": resnet50}
 
 
-def get(name, input_shape, width=64, sync_bn=False, mean=None, std=None):
+def get(name, input_shape, width=64, sync_bn="auto", mean=None, std=None):
     """Builds a backbone by name: "resnet18" (with width) or "resnet50"."""
     if name == "resnet18":
         return resnet18(input_shape, width=width, sync_bn=sync_bn, mean=mean, std=std)
@@ -121,7 +122,7 @@ def get(name, input_shape, width=64, sync_bn=False, mean=None, std=None):
     raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
 
 
-def from_encoder_config(config, sync_bn=False):
+def from_encoder_config(config, sync_bn="auto"):
     """The backbone described by an export's `encoder.json` (name, input_shape, width, mean, std)."""
     return get(config["name"], tuple(config["input_shape"]), width=config.get("width", 64), sync_bn=sync_bn,
                mean=config.get("mean"), std=config.get("std"))

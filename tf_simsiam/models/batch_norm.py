@@ -5,7 +5,8 @@ kernel (FusedBatchNormV3, oneDNN on CPU, cuDNN on GPU) does the same in one op a
 which makes the whole SimSiam step markedly faster (see benchmarks/train_step.py). The fused kernel is used for
 per-replica BN on 2-D and 4-D inputs.
 
-Synchronized BN (`synchronized=True`, the paper's SyncBN): in training, each replica's per-channel sums
+Synchronized BN (`synchronized=True`, the paper's SyncBN; `sync_bn="auto"`, the default of every model and
+backbone, turns it on for layers built under a distribution strategy with several replicas): in training, each replica's per-channel sums
 of x and x^2 and its count are all-reduced (one collective per layer), so every replica normalises with the
 moments of the global batch, exactly as one device would on that batch.
 
@@ -78,10 +79,20 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
-def batch_norm(sync_bn=False, affine=True, zero_init=False, center=None, name=None):
+def resolve_sync_bn(sync_bn):
+    """Whether BN is synchronized: True or False as given; "auto" when built under a distribution strategy with
+    several replicas (the paper's SyncBN wherever there is more than one)."""
+    if sync_bn == "auto":
+        return tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
+    if not isinstance(sync_bn, bool):
+        raise ValueError(f"sync_bn must be True, False or 'auto', got {sync_bn!r}")
+    return sync_bn
+
+
+def batch_norm(sync_bn="auto", affine=True, zero_init=False, center=None, name=None):
     """BN with PyTorch's defaults (its momentum 0.1 is 0.9 here, eps 1e-5); zero_init sets gamma to 0;
-    center=False drops beta alone (SimCLR's last head layer)."""
+    center=False drops beta alone (SimCLR's last head layer); sync_bn as resolve_sync_bn."""
     return BatchNormalization(
         momentum=0.9, epsilon=1e-5, center=affine if center is None else center, scale=affine,
-        synchronized=sync_bn,
+        synchronized=resolve_sync_bn(sync_bn),
         gamma_initializer="zeros" if zero_init else "ones", name=name)

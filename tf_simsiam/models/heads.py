@@ -41,7 +41,7 @@ def _linear(units, use_bias, name):
         bias_initializer=torch_linear_initializer() if use_bias else "zeros", name=name)
 
 
-def projector(proj_dim=2048, proj_layers=3, bn="all", sync_bn=False, affine_output=False, name="projector"):
+def projector(proj_dim=2048, proj_layers=3, bn="all", sync_bn="auto", affine_output=False, name="projector"):
     """The projection MLP g: backbone features -> z."""
     _check_positive(proj_dim=proj_dim, proj_layers=proj_layers)
     _check_bn("proj_bn", bn)
@@ -59,7 +59,7 @@ def projector(proj_dim=2048, proj_layers=3, bn="all", sync_bn=False, affine_outp
     return keras.Sequential(layers, name=name)
 
 
-def predictor(proj_dim=2048, pred_dim=512, bn="hidden", sync_bn=False, affine_output=False, name="predictor"):
+def predictor(proj_dim=2048, pred_dim=512, bn="hidden", sync_bn="auto", affine_output=False, name="predictor"):
     """The prediction MLP h: z -> p, a bottleneck of width pred_dim. With bn="all" (Table 3's "unstable" variant,
     not in the official code) `affine_output` gives the output BN a scale and shift, PyTorch's default."""
     _check_positive(proj_dim=proj_dim, pred_dim=pred_dim)
@@ -76,7 +76,7 @@ def predictor(proj_dim=2048, pred_dim=512, bn="hidden", sync_bn=False, affine_ou
     return keras.Sequential(layers, name=name)
 
 
-def simclr_projector(hidden_dim, out_dim=128, layers=2, sync_bn=False, name="projector"):
+def simclr_projector(hidden_dim, out_dim=128, layers=2, sync_bn="auto", name="projector"):
     """SimCLR's projection head g (v2 form): [Linear(no bias) -> BN -> ReLU] x (layers - 1) -> Linear(out_dim,
     no bias) -> BN without centring (no bias, no ReLU). The hidden width is the backbone's feature width."""
     _check_positive(hidden_dim=hidden_dim, out_dim=out_dim, layers=layers)

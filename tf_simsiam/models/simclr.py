@@ -33,7 +33,7 @@ class SimCLR(TwoViewModel):
 
     extra_metrics = ("contrastive_accuracy",)
 
-    def __init__(self, backbone, proj_dim=128, proj_layers=2, temperature=0.5, sync_bn=False, augment=None,
+    def __init__(self, backbone, proj_dim=128, proj_layers=2, temperature=0.5, sync_bn="auto", augment=None,
                  name="simclr", **kwargs):
         super().__init__(backbone, augment=augment, name=name, **kwargs)
         if not temperature > 0:

@@ -38,14 +38,15 @@ class SimSiam(TwoViewModel):
       proj_bn_affine: a learned scale and shift in the projector's output BN (PyTorch's default; the official
         code has none, so z keeps zero mean per channel and cannot become one constant vector).
       pred_bn_affine: with pred_bn="all", a learned scale and shift in the predictor's output BN (PyTorch's default).
-      sync_bn: synchronized BN in the heads (the backbone gets its own `sync_bn` argument).
+      sync_bn: synchronized BN in the heads (the backbone gets its own `sync_bn` argument); "auto": when the
+        model is built under a distribution strategy with several replicas.
       augment: an optional tf_simsiam.data.augment.TwoViews layer; batches of images (B, H, W, C) are then
         turned into two views inside the train step, on the accelerator (`--augment_on=device`).
     """
 
     def __init__(self, backbone, proj_dim=2048, pred_dim=512, proj_layers=3, stop_gradient=True,
                  predictor="mlp", symmetric=True, fix_predictor_lr=True, proj_bn="all", pred_bn="hidden",
-                 sync_bn=False, augment=None, similarity="cosine", proj_bn_affine=False, pred_bn_affine=False,
+                 sync_bn="auto", augment=None, similarity="cosine", proj_bn_affine=False, pred_bn_affine=False,
                  predictor_lr=None, name="simsiam", **kwargs):
         super().__init__(backbone, augment=augment, name=name, **kwargs)
         if predictor not in ("mlp", "none", "fixed_random"):
