@@ -263,3 +263,21 @@ def test_accelerator_defaults_for_xla_and_steps_per_execution(monkeypatch):
     monkeypatch.setattr(distribute, "device_kind", lambda strategy: "tpu")
     assert distribute.resolve_jit_compile("auto", one) is True
     assert distribute.resolve_steps_per_execution("auto", one, 500) == 128
+
+
+def test_sync_bn_per_view_in_one_pass_equals_two_passes_under_two_replicas():
+    mirrored = distribute.get_strategy("mirrored")
+    initial = tiny_simsiam().get_weights()
+    results = []
+    for one_pass in (True, False):
+        with mirrored.scope():
+            model = tiny_simsiam(sync_bn=True, backbone_sync_bn=True)
+            model.set_weights(initial)
+            model.one_pass = one_pass
+            model.compile(optimizer=optim.simsiam_optimizer(16, 10, base_lr=4.0, weight_decay=5e-4))
+        dataset = distribute.distribute_dataset(mirrored, lambda context: pipeline.pretrain_dataset(
+            images(), 16, RECIPE, seed=2, input_context=context))
+        model.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0)
+        results.append(model.get_weights())
+    for a, b in zip(*results):  # weights and BN moving statistics
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

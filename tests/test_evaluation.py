@@ -1,6 +1,7 @@
 import logging
 
 import numpy as np
+import tensorflow as tf
 import pytest
 
 from conftest import tiny_simsiam
@@ -77,16 +78,40 @@ def test_knn_monitor_traces_its_encoder_once_and_follows_its_training():
     monitor.set_model(model)
     first = monitor.evaluate()
     features = monitor._features[1]
-    traces = features.experimental_get_tracing_count()
+    traces = features._call.experimental_get_tracing_count()
     assert traces <= 2  # one per batch shape (32, and the remainders 16 and 8 once generalised)
-    assert monitor.evaluate() == first and features.experimental_get_tracing_count() == traces
+    assert monitor.evaluate() == first and features._call.experimental_get_tracing_count() == traces
     backbone = model.backbone
     backbone.set_weights([1.5 * w + 0.1 for w in backbone.get_weights()])  # as a train step would
     fresh = callbacks.KNNMonitor(split(n=48), split(n=40, seed=1), k=5, batch_size=32)
     np.testing.assert_allclose(monitor.evaluate(backbone), fresh.evaluate(backbone), rtol=1e-6)
-    assert monitor._features[1] is features and features.experimental_get_tracing_count() == traces
+    assert monitor._features[1] is features and features._call.experimental_get_tracing_count() == traces
     np.testing.assert_array_equal(evaluation.extract_features(features, split().images, 32),
                                   evaluation.extract_features(backbone, split().images, 32))
+
+
+def test_features_and_knn_on_two_replicas_equal_one_device():
+    from tf_simsiam import distribute
+    mirrored = distribute.get_strategy("mirrored")
+    assert mirrored.num_replicas_in_sync == 2
+    with mirrored.scope():
+        model = tiny_simsiam(sync_bn=True, backbone_sync_bn=True)
+    model.backbone(np.random.default_rng(0).random((8, 16, 16, 1), dtype=np.float32), training=True)
+    alone = tiny_simsiam()
+    alone.set_weights(model.get_weights())
+    images = split(n=45).images  # batches of 32 and a padded remainder of 13
+    on_replicas = evaluation.extract_features(model.backbone, images, 32, strategy=mirrored)
+    one = evaluation.extract_features(alone.backbone, images, 32)
+    assert on_replicas.shape == one.shape == (45, 32)
+    np.testing.assert_allclose(on_replicas, one, rtol=1e-5, atol=1e-6)
+    uint8_encoder = lambda x: model.backbone(tf.cast(x, tf.float32) / 255.0, training=False)  # noqa: E731
+    np.testing.assert_allclose(evaluation.encode_all(uint8_encoder, images, 32, strategy=mirrored), one,
+                               rtol=1e-5, atol=1e-6)
+    monitor = callbacks.KNNMonitor(split(n=48), split(n=40, seed=1), k=5, batch_size=32)
+    monitor.set_model(model)  # built under the strategy: the monitor uses its replicas
+    assert monitor.evaluate()[0] == callbacks.KNNMonitor(split(n=48), split(n=40, seed=1), k=5,
+                                                         batch_size=32).evaluate(alone.backbone)[0]
+    assert monitor._features[1].strategy is mirrored
 
 
 def test_knn_monitor_needs_labels():

@@ -67,6 +67,27 @@ def test_head_is_simclrs():
     assert not model.projector.layers[-2].name.startswith("relu")
 
 
+def test_both_views_go_through_as_one_batch_with_bn_over_all_2n():
+    """google-research/simclr: the 2N views are one batch, so BN statistics are those of all 2N. In NumPy: the
+    head's last BN (a scale, no shift) then gives z over the 2N views zero mean per channel, and each view not."""
+    model = tiny_simclr()
+    rng = np.random.default_rng(0)
+    x1 = rng.random((16, 16, 16, 1), dtype=np.float32)
+    x2 = rng.random((16, 16, 16, 1), dtype=np.float32) * 0.3 + 0.6  # other statistics than x1
+    z1, z2 = (z.numpy().astype(np.float64) for z in model.forward(x1, x2, training=True))
+    np.testing.assert_allclose(np.concatenate([z1, z2]).mean(0), 0, atol=1e-5)
+    assert np.abs(z1.mean(0)).max() > 1e-2
+    # the head in NumPy, BN with the moments of all 2N rows (biased variance, eps 1e-5 raised to the fused floor)
+    features = model.backbone(np.concatenate([x1, x2]), training=True).numpy().astype(np.float64)
+    w1, gamma1, beta1, _, _, w2, gamma2, _, _ = [np.asarray(w, np.float64) for w in model.projector.get_weights()]
+
+    def bn(h, gamma, beta):
+        return gamma * (h - h.mean(0)) / np.sqrt(h.var(0) + 1.001e-5) + beta
+
+    expected = bn(np.maximum(bn(features @ w1, gamma1, beta1), 0) @ w2, gamma2, 0.0)
+    np.testing.assert_allclose(np.concatenate([z1, z2]), expected, rtol=1e-4, atol=1e-4)
+
+
 def images(n=64, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 16, 16, 1)).astype("uint8")
 

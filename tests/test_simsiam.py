@@ -315,3 +315,48 @@ def test_a_saved_model_with_or_without_device_augmentation_reloads_and_trains(tm
         assert loaded.augment.recipe == augmenter.recipe and loaded.augment.seed == 3
     history = loaded.fit(tf.data.Dataset.from_tensors(data).repeat(2), verbose=0).history
     assert np.isfinite(history["loss"][0])
+
+
+def one_and_two_passes(model, x):
+    """(loss, gradients, BN moving statistics) of a training forward pass, both views in one batch and as two
+    passes, from the same weights."""
+    start = model.get_weights()
+    out = []
+    for one_pass in (True, False):
+        model.set_weights(start)
+        model.one_pass = one_pass
+        loss, gradients = loss_and_gradients(model, x)
+        moving = [v.numpy() for v in model.non_trainable_variables if "moving" in v.path]
+        out.append((float(loss), [g.numpy() for g in gradients], moving))
+    model.set_weights(start)
+    return out
+
+
+def assert_same_step(one, two):
+    np.testing.assert_allclose(one[0], two[0], rtol=1e-5)
+    for a, b in zip(one[1], two[1]):  # float32 sums over the batch in another order: 1e-5 of the largest entry
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * max(np.abs(b).max(), 1e-12))
+    assert len(one[2]) > 10
+    for a, b in zip(one[2], two[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_both_views_in_one_pass_equal_two_passes_with_bn_statistics_per_view():
+    model = tiny_simsiam()
+    assert model.one_pass
+    x = views(batch=16)
+    x[:, 1] = x[:, 1] * 0.5 + 0.4  # views of different statistics: BN over both at once would differ
+    one, two = one_and_two_passes(model, x)
+    assert_same_step(one, two)
+    model.one_pass = True
+    _, _, z1, z2 = model.forward(x[:, 0], x[:, 1])
+    # the projector's output BN has no scale or shift: zero mean per channel over each view
+    np.testing.assert_allclose(np.mean(z1.numpy(), 0), 0, atol=1e-5)
+    np.testing.assert_allclose(np.mean(z2.numpy(), 0), 0, atol=1e-5)
+
+
+def test_a_backbone_with_keras_own_batch_norm_keeps_two_passes():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(inputs))
+    backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    assert not SimSiam(backbone, proj_dim=16, pred_dim=4, proj_layers=2).one_pass

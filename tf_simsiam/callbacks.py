@@ -25,7 +25,7 @@ log = logging.getLogger("tf_simsiam")
 
 
 class KNNMonitor(keras.callbacks.Callback):
-    def __init__(self, train, test, every=1, k=200, temperature=0.1, batch_size=512):
+    def __init__(self, train, test, every=1, k=200, temperature=0.1, batch_size=512, strategy=None):
         super().__init__()
         if train.labels is None or test.labels is None:
             raise ValueError("the kNN monitor needs labelled train and test splits")
@@ -35,6 +35,7 @@ class KNNMonitor(keras.callbacks.Callback):
         self.history = []  # (epoch, top1)
         self.feature_std_history = []  # (epoch, feature_std)
         self._features = None  # (encoder, its compiled inference function), traced once, not every epoch
+        self.strategy = strategy  # features on its replicas; default: the strategy the model was built under
 
     def accuracy(self, train_features, test_features):
         return evaluation.knn_accuracy(train_features, self.train.labels, test_features, self.test.labels,
@@ -53,10 +54,11 @@ class KNNMonitor(keras.callbacks.Callback):
         maps to one direction."""
         encoder = encoder or self.model.backbone
         if self._features is None or self._features[0] is not encoder:
-            self._features = (encoder, evaluation.inference_features(encoder))
+            strategy = self.strategy or (self.model.distribute_strategy if self.model is not None else None)
+            self._features = (encoder, evaluation.Features(encoder, strategy))
         features = self._features[1]
-        test = evaluation.extract_features(features, self.test.images, self.batch_size)
-        top1 = self.accuracy(evaluation.extract_features(features, self.train.images, self.batch_size), test)
+        test = features(self.test.images, self.batch_size)
+        top1 = self.accuracy(features(self.train.images, self.batch_size), test)
         return top1, float(losses.std_of_l2_normalized(test))
 
     def on_epoch_end(self, epoch, logs=None):

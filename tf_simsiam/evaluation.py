@@ -19,35 +19,71 @@ import numpy as np
 import tensorflow as tf
 
 from tf_simsiam.data import augment as augment_lib
-from tf_simsiam.data.pipeline import image_batches
 
 
-def inference_features(encoder):
-    """A Keras encoder in inference mode as one compiled function: float [0, 1] image batch -> float32 features.
+def on_replicas(strategy):
+    """Whether features are computed on the replicas of `strategy`: one process with several devices (several
+    GPUs, a TPU). Under a multi-worker strategy every worker computes all the features on its own devices,
+    without collectives (each then has every feature, as the monitor needs)."""
+    from tf_simsiam import distribute
+    return strategy is not None and strategy.num_replicas_in_sync > 1 and not distribute.is_multi_worker(strategy)
 
-    Build it once per encoder and hand it to `extract_features` on every later call (a monitor that evaluates
-    every epoch, say): each new function is traced anew, which costs about as much as the features themselves.
-    It reads the encoder's variables when called, so it follows training.
+
+class Features:
+    """An encoder in inference mode as one compiled function, on every replica of `strategy` if given:
+    `Features(encoder)(uint8 images (N, H, W, C), batch_size)` -> float32 features (N, D), in order.
+
+    Build it once per encoder (a monitor that evaluates every epoch, say): each new function is traced anew, which
+    costs about as much as the features themselves. It reads the encoder's variables when called, so it follows
+    training. `float_inputs=True`: the encoder takes floats in [0, 1] (a Keras backbone); else uint8 (an export).
+    With several replicas each global batch is split among them in replica order (the last one padded to a full
+    batch: static shapes for a TPU) and the features are put back in order.
     """
-    return tf.function(lambda x: tf.cast(encoder(x, training=False), tf.float32), reduce_retracing=True)
+
+    def __init__(self, encoder, strategy=None, float_inputs=True):
+        self.encoder, self.float_inputs = encoder, float_inputs
+        self.strategy = strategy if on_replicas(strategy) else None
+
+        def features(x):
+            x = tf.cast(x, tf.float32) / 255.0 if float_inputs else x
+            out = encoder(x, training=False) if float_inputs else encoder(x)
+            return tf.cast(out, tf.float32)
+
+        if self.strategy is None:
+            self._call = tf.function(features, reduce_retracing=True)
+        else:
+            self._call = tf.function(lambda x: self.strategy.run(features, args=(x,)))
+
+    def __call__(self, images, batch_size=512):
+        n = len(images)
+        if self.strategy is None:
+            return np.concatenate([self._call(tf.constant(images[i:i + batch_size])).numpy()
+                                   for i in range(0, n, batch_size)])
+        replicas = self.strategy.num_replicas_in_sync
+        batch_size = -(-min(batch_size, max(n, 1)) // replicas) * replicas
+        padded = np.concatenate([images, np.zeros((-n % batch_size, *images.shape[1:]), images.dtype)])
+        batches = self.strategy.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensor_slices(padded).batch(batch_size, drop_remainder=True))
+        out = [t.numpy() for batch in batches for t in self.strategy.experimental_local_results(self._call(batch))]
+        return np.concatenate(out)[:n]
 
 
-def extract_features(encoder, images, batch_size=512):
-    """Features (N, D) float32 of uint8 images (N, H, W, C) from a Keras encoder in inference mode, or from the
-    function `inference_features(encoder)` returned.
-
-    The encoder is called directly, on this process's devices, rather than through `predict`: under a
-    multi-worker strategy every worker then computes all the features on its own, without collectives.
-    """
-    features = encoder if isinstance(encoder, tf.types.experimental.GenericFunction) else inference_features(encoder)
-    return np.concatenate([features(x).numpy() for x in image_batches(images, batch_size)])
+def inference_features(encoder, strategy=None):
+    """Features(encoder, strategy): a Keras encoder (float [0, 1] inputs) in inference mode, compiled once."""
+    return Features(encoder, strategy)
 
 
-def encode_all(encoder, images, batch_size=512):
-    """Features (N, D) float32 of uint8 images from an encoder function (uint8 batch -> features)."""
-    call = tf.function(lambda x: tf.cast(encoder(x), tf.float32))
-    return np.concatenate([call(tf.constant(images[i:i + batch_size])).numpy()
-                           for i in range(0, len(images), batch_size)])
+def extract_features(encoder, images, batch_size=512, strategy=None):
+    """Features (N, D) float32 of uint8 images (N, H, W, C) from a Keras encoder in inference mode (on every
+    replica of `strategy`), or from the Features `inference_features(encoder)` returned."""
+    features = encoder if isinstance(encoder, Features) else Features(encoder, strategy)
+    return features(images, batch_size)
+
+
+def encode_all(encoder, images, batch_size=512, strategy=None):
+    """Features (N, D) float32 of uint8 images from an encoder function (uint8 batch -> features), on every
+    replica of `strategy` if given."""
+    return Features(encoder, strategy, float_inputs=False)(images, batch_size)
 
 
 def knn_classify(train_features, train_labels, test_features, num_classes, k=200, temperature=0.1,

@@ -380,7 +380,7 @@ def pretrain(config):
     knn = None
     if need_knn:
         knn = callbacks.KNNMonitor(knn_train, knn_test, every=config.knn_every,
-                                   k=config.knn_k, temperature=config.knn_temperature)
+                                   k=config.knn_k, temperature=config.knn_temperature, strategy=strategy)
         monitors.append(knn)
     collapse = callbacks.CollapseMonitor(config.proj_dim)
     log_dir = os.path.join(model_dir, "logs")

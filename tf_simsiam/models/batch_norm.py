@@ -11,10 +11,36 @@ of x and x^2 and its count are all-reduced (one collective per layer), so every 
 moments of the global batch, exactly as one device would on that batch.
 
 Like PyTorch's BatchNorm, the running variance is updated with the unbiased batch variance, on both paths.
+
+Views in one batch (`with views_in_batch(2):`): a method that runs its two views through the network as one
+batch of 2B (one pass: one set of kernels, one SyncBN all-reduce per layer instead of two) still takes BN
+statistics per view, as two passes do (SimSiam's official code): in training each layer normalises each of the
+batch's 2 equal parts with that part's moments (synchronized per part under SyncBN) and updates its moving
+statistics once per part, in order, exactly as two successive passes would.
 """
+
+import contextlib
+import threading
 
 import keras
 import tensorflow as tf
+
+_views = threading.local()
+
+
+@contextlib.contextmanager
+def views_in_batch(count):
+    """Inside the block, BN in training takes its statistics per each of `count` equal parts of the batch."""
+    before = getattr(_views, "count", 1)
+    _views.count = int(count)
+    try:
+        yield
+    finally:
+        _views.count = before
+
+
+def _parts():
+    return getattr(_views, "count", 1)
 
 FUSED_MIN_EPSILON = 1.001e-5  # the fused kernel's floor (cuDNN's); PyTorch's default 1e-5 is raised to it
 
@@ -31,8 +57,16 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if self.synchronized and training and self.trainable and mask is None and not self.renorm:
             return self._synchronized_call(inputs)
+        if training and self.trainable and _parts() > 1:
+            if not self._can_fuse(inputs, mask):
+                raise ValueError(f"{self.name}: statistics per view need a 2-D or 4-D input with channels last, "
+                                 f"no mask and no renorm")
+            return tf.concat([self._fused_call(part, training) for part in tf.split(inputs, _parts())], 0)
         if not self._can_fuse(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
+        return self._fused_call(inputs, training)
+
+    def _fused_call(self, inputs, training):
         channels = inputs.shape[-1]
         x = inputs if len(inputs.shape) == 4 else tf.reshape(inputs, [-1, 1, 1, channels])
         if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
@@ -57,25 +91,32 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def _synchronized_call(self, inputs):
         x = tf.cast(inputs, tf.float32)
-        axes = [i for i in range(len(x.shape)) if i != self.axis % len(x.shape)]
-        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), tf.float32)
-        local = tf.concat([tf.reduce_sum(x, axes), tf.reduce_sum(tf.square(x), axes), count[None]], 0)
+        rank = len(x.shape)
+        axes = [i for i in range(rank) if i != self.axis % rank]
+        parts = tf.split(x, _parts()) if _parts() > 1 else [x]
+        local = tf.concat([tf.concat([tf.reduce_sum(p, axes), tf.reduce_sum(tf.square(p), axes),
+                                      tf.cast(tf.reduce_prod(tf.gather(tf.shape(p), axes)), tf.float32)[None]], 0)
+                           for p in parts], 0)
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
-            local = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+            local = context.all_reduce(tf.distribute.ReduceOp.SUM, local)  # one collective for all the parts
         channels = x.shape[self.axis]
-        total, squares, n = local[:channels], local[channels:2 * channels], local[-1]
-        mean = total / n
-        variance = tf.maximum(squares / n - tf.square(mean), 0.0)
-        shape = [1] * len(x.shape)
+        shape = [1] * rank
         shape[self.axis] = channels
         gamma = tf.reshape(self.gamma.value, shape) if self.scale else None
         beta = tf.reshape(self.beta.value, shape) if self.center else None
-        y = tf.nn.batch_normalization(x, tf.reshape(mean, shape), tf.reshape(variance, shape), beta, gamma,
-                                      max(self.epsilon, FUSED_MIN_EPSILON))
-        unbiased = variance * n / tf.maximum(n - 1.0, 1.0)
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
+        outputs = []
+        for i, part in enumerate(parts):
+            sums = local[i * (2 * channels + 1):(i + 1) * (2 * channels + 1)]
+            total, squares, n = sums[:channels], sums[channels:2 * channels], sums[-1]
+            mean = total / n
+            variance = tf.maximum(squares / n - tf.square(mean), 0.0)
+            outputs.append(tf.nn.batch_normalization(part, tf.reshape(mean, shape), tf.reshape(variance, shape),
+                                                     beta, gamma, max(self.epsilon, FUSED_MIN_EPSILON)))
+            unbiased = variance * n / tf.maximum(n - 1.0, 1.0)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
+        y = outputs[0] if len(outputs) == 1 else tf.concat(outputs, 0)
         return tf.cast(y, self.compute_dtype)
 
 

@@ -2,7 +2,8 @@
 
     for x in loader:                     # a global batch of N images
         x1, x2 = aug(x), aug(x)          # two views, stacked as one (B, 2, H, W, C) tensor
-        z1, z2 = g(f(x1)), g(f(x2))      # projections (no predictor, no stop-gradient)
+        z1, z2 = g(f([x1; x2]))          # projections of the 2N views in one batch, BN over all 2N (as
+                                         # google-research/simclr); no predictor, no stop-gradient
         L = NT-Xent(z1, z2, t)           # each view against its positive and the 2N - 2 other views
         L.backward(); update(f, g)       # LARS in the paper
 
@@ -49,9 +50,9 @@ class SimCLR(TwoViewModel):
         self.built = True
 
     def forward(self, x1, x2, training=True):
-        """z1, z2: the projections of the two views."""
-        z1 = self.projector(self.backbone(x1, training=training), training=training)
-        z2 = self.projector(self.backbone(x2, training=training), training=training)
+        """z1, z2: the projections of the two views, computed as one batch (BN statistics over both views)."""
+        z = self.projector(self.backbone(tf.concat([x1, x2], 0), training=training), training=training)
+        z1, z2 = tf.split(z, 2)
         return z1, z2
 
     def objective(self, x1, x2, training=True):

@@ -2,7 +2,7 @@
 
     for x in loader:
         x1, x2 = aug(x), aug(x)          # two views, stacked as one (B, 2, H, W, C) tensor
-        z1, z2 = g(f(x1)), g(f(x2))      # projections, one forward pass per view (BN statistics per view)
+        z1, z2 = g(f(x1)), g(f(x2))      # projections: both views in one batch, BN statistics per view
         p1, p2 = h(z1), h(z2)            # predictions
         L = D(p1, sg(z2))/2 + D(p2, sg(z1))/2
         L.backward(); update(f, g, h)
@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from tf_simsiam import losses, optim
 from tf_simsiam.models import heads
-from tf_simsiam.models.two_views import TwoViewModel
+from tf_simsiam.models.batch_norm import views_in_batch
+from tf_simsiam.models.two_views import TwoViewModel, statistics_per_view_in_one_pass
 
 
 @keras.saving.register_keras_serializable(package="tf_simsiam")
@@ -72,6 +73,9 @@ class SimSiam(TwoViewModel):
                             sync_bn=sync_bn, similarity=similarity, proj_bn_affine=bool(proj_bn_affine),
                             pred_bn_affine=bool(pred_bn_affine), predictor_lr=self.predictor_lr)
         self.build(backbone.input_shape)
+        # one pass for both views where every BN can take its statistics per view; else two passes
+        self.one_pass = statistics_per_view_in_one_pass(self.backbone, self.projector,
+                                                        *([self.predictor] if self.predictor else []))
         if predictor == "fixed_random":
             # The paper's fixed random h keeps its initial weights, while its BN still normalises with the
             # batch's statistics in training, as a PyTorch module in train() mode whose parameters have
@@ -93,7 +97,17 @@ class SimSiam(TwoViewModel):
             optim.fix_learning_rate(self.optimizer, self.predictor.trainable_variables, self.predictor_lr)
 
     def forward(self, x1, x2, training=True):
-        """The paper's forward pass: returns p1, p2, z1, z2 (p = z when there is no predictor)."""
+        """The paper's forward pass: returns p1, p2, z1, z2 (p = z when there is no predictor).
+
+        Both views go through the network as one batch of 2B, BN taking its statistics per view: the same loss,
+        gradients and BN statistics as two passes, with one set of kernels (one SyncBN all-reduce per layer).
+        """
+        if self.one_pass:
+            with views_in_batch(2):
+                z = self.projector(self.backbone(tf.concat([x1, x2], 0), training=training), training=training)
+                p = z if self.predictor is None else self.predictor(z, training=training)
+            (p1, p2), (z1, z2) = tf.split(p, 2), tf.split(z, 2)
+            return p1, p2, z1, z2
         z1 = self.projector(self.backbone(x1, training=training), training=training)
         z2 = self.projector(self.backbone(x2, training=training), training=training)
         if self.predictor is None:

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from tf_simsiam import distribute, losses
+from tf_simsiam.models.batch_norm import BatchNormalization
 
 
 def split_views(data):
@@ -33,6 +34,13 @@ def split_views(data):
 def as_float(views):
     """Views as the backbone takes them: uint8 views (what the pipeline sends) become floats in [0, 1]."""
     return tf.cast(views, tf.float32) / 255.0 if views.dtype == tf.uint8 else views
+
+
+def statistics_per_view_in_one_pass(*networks):
+    """Whether every BatchNormalization of the networks is the project's, which can take its statistics per view
+    when both views go through as one batch (batch_norm.views_in_batch); Keras' own would mix the two views."""
+    return all(isinstance(layer, BatchNormalization) for network in networks
+               for layer in network._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization))
 
 
 def check_backbone(backbone):
