@@ -148,8 +148,7 @@ class PretrainConfig:
             raise ValueError(f"--augment must be one of {sorted(augment_lib.RECIPES)}, got {self.augment!r}")
         if self.augment_on not in pipeline.AUGMENT_PLACEMENTS:
             raise ValueError(f"--augment_on must be one of {pipeline.AUGMENT_PLACEMENTS}, got {self.augment_on!r}")
-        if self.backbone not in backbones.BACKBONES:
-            raise ValueError(f"--backbone must be one of {sorted(backbones.BACKBONES)}, got {self.backbone!r}")
+        backbones.check_name(self.backbone)
         if isinstance(self.jit_compile, bool):  # a Python caller's True / False
             self.jit_compile = str(self.jit_compile).lower()
         if self.jit_compile not in distribute.JIT_COMPILE:

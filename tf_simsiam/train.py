@@ -49,7 +49,9 @@ flags.DEFINE_float("crop_min_scale", D.crop_min_scale, "Lower bound of the rando
                    "(SimSiam: 0.2; SimCLR: 0.08).")
 flags.DEFINE_enum("augment_on", D.augment_on, ["host", "device"], "Augment in the tf.data pipeline (host) or "
                   "inside the train step on the accelerator (device).")
-flags.DEFINE_enum("backbone", D.backbone, ["resnet18", "resnet50"], "resnet18 (CIFAR stem) or resnet50.")
+flags.DEFINE_string("backbone", D.backbone, "resnet18 (CIFAR stem, --width), resnet50 (torchvision's ResNet-50 "
+                    "v1.5, the paper's) or keras:NAME, any keras.applications model (e.g. keras:EfficientNetV2B0, "
+                    "keras:ConvNeXtTiny), random weights, with its own preprocessing.")
 flags.DEFINE_integer("width", D.width, "ResNet-18 width (channels of the first stage; the paper: 64).",
                      lower_bound=1)
 flags.DEFINE_integer("proj_dim", D.proj_dim, "SimSiam: projector width and output dimension (2048); SimCLR: "
