@@ -26,6 +26,8 @@ TOOLS = (  # module, console script, what it does, an example
      "python -m tf_simsiam.ablations --suite=all"),
 )
 
+FLAG_MODULES = {"tf_simsiam.export": "tf_simsiam.export.__main__"}  # a command apart from its library
+
 READ_FLAGS = r"""
 import importlib, json, os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -46,7 +48,7 @@ print(json.dumps({"flags": rows}))
 
 
 def read_flags(module):
-    out = subprocess.run([sys.executable, "-c", READ_FLAGS, module], capture_output=True, text=True, cwd=ROOT,
+    out = subprocess.run([sys.executable, "-c", READ_FLAGS, FLAG_MODULES.get(module, module)], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
     if out.returncode:
         raise RuntimeError(f"reading the flags of {module} failed:\n{out.stderr[-3000:]}")

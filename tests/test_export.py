@@ -138,3 +138,10 @@ def test_unknown_export_format_is_named():
     with pytest.raises(ValueError, match="--export_formats.*'torchscript'"):
         export.parse_formats("saved_model,torchscript")
     assert export.parse_formats("litert") == ("saved_model", "litert")
+
+
+def test_the_export_library_imports_no_training_code():
+    code = ("import sys, tf_simsiam.export; "
+            "assert not {'tf_simsiam.pretrain', 'tf_simsiam.train', 'tf_simsiam.run_dir', 'tf_simsiam.callbacks'} "
+            "& set(sys.modules), sorted(m for m in sys.modules if m.startswith('tf_simsiam'))")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))

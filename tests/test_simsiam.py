@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import tiny_backbone, tiny_simsiam
+from conftest import tiny_simsiam
 from tf_simsiam import SimSiam, optim
 
 

@@ -9,7 +9,6 @@
 - ViewPairs: writes an image grid of augmented view pairs to TensorBoard.
 """
 
-import json
 import logging
 import math
 import os

@@ -175,7 +175,7 @@ class Schedule:
             return optim.LARS(lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
         if self.optimizer == "sgd":
             return optim.SGD(lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
-        raise ValueError(f"--optimizer must be 'lars' or 'sgd', got {self.optimizer!r}")
+        raise ValueError(f"--optimizer must be one of {optim.OPTIMIZERS}, got {self.optimizer!r}")
 
 
 # The paper's linear protocol (LARS, momentum 0.9, wd 0, cosine, 90 epochs) at batch 256. Its lr (0.02 x 4096/256

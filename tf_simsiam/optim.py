@@ -203,6 +203,7 @@ class LARS(_MomentumOptimizer):
 
 
 LR_SCALINGS = ("linear", "sqrt")
+OPTIMIZERS = ("sgd", "lars")  # SGD: SimSiam's; LARS: SimCLR's
 
 
 def scaled_learning_rate(base_lr, batch_size, scaling="linear"):
@@ -223,7 +224,7 @@ def pretrain_optimizer(name, batch_size, total_steps, base_lr, momentum=0.9, wei
         return SGD(schedule, momentum=momentum, weight_decay=weight_decay)
     if name == "lars":
         return LARS(schedule, momentum=momentum, weight_decay=weight_decay)
-    raise ValueError(f"--optimizer must be sgd or lars, got {name!r}")
+    raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
 def simsiam_optimizer(batch_size, total_steps, base_lr=0.05, momentum=0.9, weight_decay=1e-4, warmup_steps=0):

@@ -13,13 +13,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO line
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
-from tf_simsiam.pretrain import PretrainConfig  # noqa: E402
-from tf_simsiam import distribute, export  # noqa: E402
-from tf_simsiam.data import sources  # noqa: E402
+from tf_simsiam import distribute, export, losses, models, optim  # noqa: E402
+from tf_simsiam.config import PretrainConfig  # noqa: E402
+from tf_simsiam.data import augment, pipeline, sources  # noqa: E402
+from tf_simsiam.models import heads, simsiam  # noqa: E402
 
 D = PretrainConfig()  # defaults live in one place: the config
 
-flags.DEFINE_enum("method", D.method, ["simsiam", "simclr"], "SimSiam (stop-gradient + predictor, SGD) or "
+flags.DEFINE_enum("method", D.method, list(models.METHODS), "SimSiam (stop-gradient + predictor, SGD) or "
                   "SimCLR (NT-Xent with negatives from the whole global batch, LARS).")
 flags.DEFINE_string("dataset", D.dataset, "fashion_mnist (offline: Debian package dataset-fashion-mnist), "
                     "tfds:NAME (TensorFlow Datasets) or folder:PATH (JPEG/PNG/BMP/GIF; class sub-folders "
@@ -40,14 +41,14 @@ flags.DEFINE_integer("min_side", D.min_side, "Images smaller than this on the sh
 flags.DEFINE_float("max_unreadable", D.max_unreadable, "The fraction of a folder's image files that may be "
                    "unreadable: each is logged by path and skipped; more stops the run with the list.",
                    lower_bound=0, upper_bound=1)
-flags.DEFINE_enum("augment", D.augment, ["simsiam_imagenet", "simsiam_cifar", "simclr"],
+flags.DEFINE_enum("augment", D.augment, list(augment.RECIPES),
                   "Augmentation recipe: SimSiam's ImageNet one, its CIFAR variant (no blur), or SimCLR's "
                   "(colour strength --color_strength, blur only above 64 pixels).")
 flags.DEFINE_float("color_strength", D.color_strength, "SimCLR's colour distortion strength s (1.0 ImageNet, "
                    "0.5 CIFAR-10); --augment=simclr only.", lower_bound=0)
 flags.DEFINE_float("crop_min_scale", D.crop_min_scale, "Lower bound of the random-resized-crop area "
                    "(SimSiam: 0.2; SimCLR: 0.08).")
-flags.DEFINE_enum("augment_on", D.augment_on, ["host", "device"], "Augment in the tf.data pipeline (host) or "
+flags.DEFINE_enum("augment_on", D.augment_on, list(pipeline.AUGMENT_PLACEMENTS), "Augment in the tf.data pipeline (host) or "
                   "inside the train step on the accelerator (device).")
 flags.DEFINE_string("backbone", D.backbone, "resnet18 (CIFAR stem, --width), resnet50 (torchvision's ResNet-50 "
                     "v1.5, the paper's) or keras:NAME, any keras.applications model (e.g. keras:EfficientNetV2B0, "
@@ -62,17 +63,17 @@ flags.DEFINE_integer("proj_layers", D.proj_layers, "Projector layers: SimSiam 3 
                      lower_bound=1)
 flags.DEFINE_bool("stop_gradient", D.stop_gradient, "SimSiam's stop-gradient on the target branch (off: the "
                   "paper's Fig. 2 collapse).")
-flags.DEFINE_enum("predictor", D.predictor, ["mlp", "none", "fixed_random"], "SimSiam's predictor: the trained "
+flags.DEFINE_enum("predictor", D.predictor, list(simsiam.PREDICTORS), "SimSiam's predictor: the trained "
                   "MLP, none (p = z) or a fixed random MLP (the paper's Table 1).")
-flags.DEFINE_enum("proj_bn", D.proj_bn, ["none", "hidden", "all"], "BN in the projector: none, hidden layers "
+flags.DEFINE_enum("proj_bn", D.proj_bn, list(heads.BN_PLACEMENTS), "BN in the projector: none, hidden layers "
                   "only, or hidden and output (the paper's Table 3).")
 flags.DEFINE_bool("proj_bn_affine", D.proj_bn_affine, "A learned scale and shift (gamma, beta) in the projector's "
                   "output BN, PyTorch's default BatchNorm1d as the paper's text reads; the official code has none, "
                   "which keeps z at zero mean per channel (no constant collapse possible).")
-flags.DEFINE_enum("pred_bn", D.pred_bn, ["none", "hidden", "all"], "BN in the predictor (the paper: hidden).")
+flags.DEFINE_enum("pred_bn", D.pred_bn, list(heads.BN_PLACEMENTS), "BN in the predictor (the paper: hidden).")
 flags.DEFINE_bool("pred_bn_affine", D.pred_bn_affine, "With --pred_bn=all: a learned scale and shift in the "
                   "predictor's output BN (PyTorch's default BatchNorm1d; the paper gives no code for this variant).")
-flags.DEFINE_enum("similarity", D.similarity, ["cosine", "cross_entropy"], "SimSiam's D: negative cosine or the "
+flags.DEFINE_enum("similarity", D.similarity, list(losses.SIMILARITIES), "SimSiam's D: negative cosine or the "
                   "softmax cross-entropy variant (the paper's Table 4).")
 flags.DEFINE_bool("symmetric", D.symmetric, "SimSiam's symmetrised loss (off: D(p1, sg(z2)) only, Table 5).")
 flags.DEFINE_float("temperature", D.temperature, "SimCLR's NT-Xent temperature (0.5 CIFAR-10, 0.1 ImageNet).",
@@ -82,18 +83,18 @@ flags.DEFINE_integer("batch_size", D.batch_size, "Global batch size.", lower_bou
 flags.DEFINE_integer("epochs", D.epochs, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", D.steps_per_epoch, "Cap on steps per epoch; 0: every image once.",
                      lower_bound=0)
-flags.DEFINE_enum("optimizer", D.optimizer or None, ["sgd", "lars"], "SGD with momentum and coupled weight "
+flags.DEFINE_enum("optimizer", D.optimizer or None, list(optim.OPTIMIZERS), "SGD with momentum and coupled weight "
                   "decay, or LARS (BN and biases excluded); default: sgd for SimSiam, lars for SimCLR.")
 flags.DEFINE_float("base_lr", D.base_lr, "Base learning rate: lr = base_lr * batch_size / 256 (linear "
                    "scaling) or base_lr * sqrt(batch_size) (--lr_scaling=sqrt).")
-flags.DEFINE_enum("lr_scaling", D.lr_scaling, ["linear", "sqrt"], "How the learning rate grows with the batch: "
+flags.DEFINE_enum("lr_scaling", D.lr_scaling, list(optim.LR_SCALINGS), "How the learning rate grows with the batch: "
                   "linear (both papers; SimCLR 0.3) or square root (SimCLR 0.075).")
 flags.DEFINE_float("weight_decay", D.weight_decay, "Coupled L2 weight decay (the paper: 1e-4; CIFAR 5e-4).",
                    lower_bound=0)
 flags.DEFINE_float("momentum", D.momentum, "SGD momentum.", lower_bound=0, upper_bound=0.999999)
 flags.DEFINE_integer("warmup_epochs", D.warmup_epochs, "Linear warmup epochs before the cosine decay.",
                      lower_bound=0)
-flags.DEFINE_enum("precision", D.precision, ["auto", "float32", "mixed_bfloat16"], "Keras dtype policy; auto: "
+flags.DEFINE_enum("precision", D.precision, list(distribute.PRECISIONS), "Keras dtype policy; auto: "
                   "mixed_bfloat16 on a TPU, a GPU of compute capability >= 8.0 or a CPU with AVX512-BF16/AMX, "
                   "else float32 (emulated bfloat16 is several times slower).")
 flags.DEFINE_enum("jit_compile", D.jit_compile, list(distribute.JIT_COMPILE), "Compile the train step with XLA; "
@@ -101,7 +102,7 @@ flags.DEFINE_enum("jit_compile", D.jit_compile, list(distribute.JIT_COMPILE), "C
                   "several CPU replicas (where it fails) or GPUs.")
 flags.DEFINE_string("steps_per_execution", D.steps_per_execution, "Train steps per compiled call: a positive "
                     "integer, or auto: 128 on a TPU, 16 on GPUs (amortising the host round trip), 1 on CPUs.")
-flags.DEFINE_enum("strategy", D.strategy, ["auto", "default", "mirrored", "multi_worker", "tpu"],
+flags.DEFINE_enum("strategy", D.strategy, list(distribute.STRATEGIES),
                   "Distribution: auto picks tpu if --tpu is given, multi_worker if TF_CONFIG names several tasks, "
                   "mirrored if there are several GPUs (or --num_cpu_devices > 1), else default (one device).")
 flags.DEFINE_string("tpu", D.tpu, "TPU name or grpc:// address for --strategy=tpu ('local' on a TPU VM).")

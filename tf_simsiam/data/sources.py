@@ -24,7 +24,6 @@ import os
 import struct
 
 import numpy as np
-import tensorflow as tf
 
 from tf_simsiam.data import folders
 from tf_simsiam.data.folders import IMAGE_EXTENSIONS

@@ -3,3 +3,5 @@
 from tf_simsiam.models import backbones, heads
 from tf_simsiam.models.simclr import SimCLR
 from tf_simsiam.models.simsiam import SimSiam
+
+METHODS = ("simsiam", "simclr")  # the methods, by --method name

@@ -17,6 +17,9 @@ from tf_simsiam.models.batch_norm import views_in_batch
 from tf_simsiam.models.two_views import TwoViewModel, statistics_per_view_in_one_pass
 
 
+PREDICTORS = ("mlp", "none", "fixed_random")  # the paper's h, no h (p = z), a fixed random h (Table 1)
+
+
 @keras.saving.register_keras_serializable(package="tf_simsiam")
 class SimSiam(TwoViewModel):
     """SimSiam: backbone f, projector g, predictor h, trained with the symmetric stop-gradient loss.
@@ -50,8 +53,8 @@ class SimSiam(TwoViewModel):
                  sync_bn="auto", augment=None, similarity="cosine", proj_bn_affine=False, pred_bn_affine=False,
                  predictor_lr=None, name="simsiam", **kwargs):
         super().__init__(backbone, augment=augment, name=name, **kwargs)
-        if predictor not in ("mlp", "none", "fixed_random"):
-            raise ValueError(f"predictor must be 'mlp', 'none' or 'fixed_random', got {predictor!r}")
+        if predictor not in PREDICTORS:
+            raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
         self.projector = heads.projector(proj_dim, proj_layers, bn=proj_bn, sync_bn=sync_bn,
                                          affine_output=proj_bn_affine)
         self.predictor = None

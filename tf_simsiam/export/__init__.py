@@ -13,7 +13,8 @@ encoder trained under mixed_bfloat16 exports float32 variables and float32 compu
 a float32 network and run at full speed on hardware without native bfloat16. The converters of ONNX and LiteRT
 come with the `export` extra (pip install "tf_simsiam[export]").
 
-On demand:  python -m tf_simsiam.export --model_dir=RUN --export_dir=DIR   (from the run's last checkpoint)
+On demand:  python -m tf_simsiam.export --model_dir=RUN --export_dir=DIR   (from the run's last checkpoint; the
+command is tf_simsiam/export/__main__.py: this library imports no training code)
 The export is written beside the target and renamed into place, so a failure leaves an earlier export intact.
 """
 
@@ -21,7 +22,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 
 import keras
@@ -142,37 +142,3 @@ def load_encoder(export_dir):
     backbone = backbones.from_encoder_config(config)
     backbone.load_weights(os.path.join(export_dir, "encoder.weights.h5"))
     return backbone
-
-
-def main(argv):
-    from absl import flags
-
-    from tf_simsiam import pretrain
-    FLAGS = flags.FLAGS
-    try:
-        path = pretrain.export_run(FLAGS.model_dir, FLAGS.export_dir, FLAGS.export_formats, FLAGS.export_precision)
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: {error}")
-    print(f"exported the encoder of {FLAGS.model_dir} to {path}")
-
-
-def define_flags():
-    """The CLI's flags, defined only when the CLI runs (the library module defines none on import)."""
-    from absl import flags
-    flags.DEFINE_string("model_dir", None, "The training run to export (holds config.json and checkpoints/).")
-    flags.DEFINE_string("export_dir", None, "Where to write the export; default MODEL_DIR/export.")
-    flags.DEFINE_string("export_formats", None, f"Comma-separated formats from {', '.join(FORMATS)} (the "
-                        f"SavedModel is always written); default: the run's --export_formats.")
-    flags.DEFINE_enum("export_precision", None, list(PRECISIONS), "The exported encoder's precision; default: the "
-                      "run's --export_precision (float32 unless it said otherwise).")
-    flags.mark_flag_as_required("model_dir")
-
-
-def run():
-    from absl import app
-    define_flags()
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()
