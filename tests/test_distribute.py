@@ -60,10 +60,11 @@ def test_batch_must_divide_among_replicas():
         pipeline.pretrain_dataset(images(), 10, RECIPE, input_context=Context(1, 0, 4))
 
 
-def train(strategy, sync_bn, initial, steps=3, batch=16):
+def train(strategy, sync_bn, initial, steps=3, batch=16, one_pass=True):
     with strategy.scope():
         model = tiny_simsiam(sync_bn=sync_bn, backbone_sync_bn=sync_bn)
         model.set_weights(initial)
+        model.one_pass = one_pass
         model.compile(optimizer=optim.simsiam_optimizer(batch, 10, base_lr=4.0, weight_decay=5e-4))
     dataset = distribute.distribute_dataset(strategy, lambda context: pipeline.pretrain_dataset(
         images(), batch, RECIPE, seed=2, input_context=context))
@@ -71,12 +72,18 @@ def train(strategy, sync_bn, initial, steps=3, batch=16):
     return model.get_weights()
 
 
-def test_mirrored_update_equals_single_device_update_with_sync_bn():
+@pytest.fixture(scope="module")
+def single_device_update():
+    """(initial weights, weights after 3 single-device steps), the views as two passes: what 2 replicas must make."""
+    initial = tiny_simsiam().get_weights()
+    return initial, train(tf.distribute.get_strategy(), False, initial, one_pass=False)
+
+
+def test_mirrored_update_equals_single_device_update_with_sync_bn(single_device_update):
     mirrored = distribute.get_strategy("mirrored")
     assert mirrored.num_replicas_in_sync == 2  # the two logical CPUs of conftest
-    initial = tiny_simsiam().get_weights()
-    single = train(tf.distribute.get_strategy(), False, initial)
-    synced = train(mirrored, True, initial)
+    initial, single = single_device_update
+    synced = train(mirrored, True, initial)  # one pass, BN synchronized per view: the two passes of one device
     per_replica = train(mirrored, False, initial)
     moved = max(np.abs(a - b).max() for a, b in zip(single, initial))
     assert moved > 1e-2  # the steps did change the weights
@@ -224,7 +231,7 @@ def test_killed_worker_and_restarted_cluster_complete_the_planned_epochs(tmp_pat
     assert (run / "export" / "saved_model").exists()
 
 
-def test_a_model_built_under_several_replicas_gets_sync_bn_without_being_told():
+def test_a_model_built_under_several_replicas_gets_sync_bn_without_being_told(single_device_update):
     from tf_simsiam import SimSiam
     from tf_simsiam.models import backbones
     mirrored = distribute.get_strategy("mirrored")
@@ -238,8 +245,7 @@ def test_a_model_built_under_several_replicas_gets_sync_bn_without_being_told():
     alone = SimSiam(backbones.resnet18((16, 16, 1), width=4), proj_dim=32, pred_dim=8, proj_layers=2)
     assert not any(bn.synchronized for bn in batch_norms(alone))  # one replica: the fused per-replica kernel
     # and "auto" under 2 replicas makes the single-device update
-    initial = tiny_simsiam().get_weights()
-    single = train(tf.distribute.get_strategy(), False, initial)
+    initial, single = single_device_update
     for a, b in zip(train(mirrored, "auto", initial), single):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
@@ -263,21 +269,3 @@ def test_accelerator_defaults_for_xla_and_steps_per_execution(monkeypatch):
     monkeypatch.setattr(distribute, "device_kind", lambda strategy: "tpu")
     assert distribute.resolve_jit_compile("auto", one) is True
     assert distribute.resolve_steps_per_execution("auto", one, 500) == 128
-
-
-def test_sync_bn_per_view_in_one_pass_equals_two_passes_under_two_replicas():
-    mirrored = distribute.get_strategy("mirrored")
-    initial = tiny_simsiam().get_weights()
-    results = []
-    for one_pass in (True, False):
-        with mirrored.scope():
-            model = tiny_simsiam(sync_bn=True, backbone_sync_bn=True)
-            model.set_weights(initial)
-            model.one_pass = one_pass
-            model.compile(optimizer=optim.simsiam_optimizer(16, 10, base_lr=4.0, weight_decay=5e-4))
-        dataset = distribute.distribute_dataset(mirrored, lambda context: pipeline.pretrain_dataset(
-            images(), 16, RECIPE, seed=2, input_context=context))
-        model.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0)
-        results.append(model.get_weights())
-    for a, b in zip(*results):  # weights and BN moving statistics
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

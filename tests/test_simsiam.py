@@ -200,7 +200,7 @@ def test_bad_batch_shape_is_explained(batch, match):
 @pytest.mark.parametrize("kwargs, match", [
     ({"proj_dim": 0}, "proj_dim must be a positive integer, got 0"),
     ({"pred_dim": -3}, "pred_dim must be a positive integer, got -3"),
-    ({"predictor": "linear"}, "predictor must be 'mlp', 'none' or 'fixed_random', got 'linear'"),
+    ({"predictor": "linear"}, r"predictor must be one of \('mlp', 'none', 'fixed_random'\), got 'linear'"),
 ])
 def test_bad_arguments_are_explained(kwargs, match):
     with pytest.raises(ValueError, match=match):
