@@ -6,6 +6,8 @@
   reaches the backbone or stays in the heads.
 - CollapseMonitor: warns when z_std falls towards 0 (the paper's collapse signal, Fig. 2).
 - EpochHistory: one CSV row per epoch (epoch, loss, z_std, lr, knn_top1, feature_std, ...).
+- StepHistory: about 200 CSV rows over a run (step, loss, z_std, lr, ...), for curves of short runs too.
+- TrainingReport: writes training.png (kNN, z_std, loss, lr) after each kNN evaluation and at the end.
 - ViewPairs: writes an image grid of augmented view pairs to TensorBoard.
 """
 
@@ -34,6 +36,7 @@ class KNNMonitor(keras.callbacks.Callback):
         self.history = []  # (epoch, top1)
         self.feature_std_history = []  # (epoch, feature_std)
         self._features = None  # (encoder, its compiled inference function), traced once, not every epoch
+        self.last_features = None  # (train, test) features of the last evaluation
         self.strategy = strategy  # features on its replicas; default: the strategy the model was built under
 
     def accuracy(self, train_features, test_features):
@@ -41,11 +44,23 @@ class KNNMonitor(keras.callbacks.Callback):
                                        self.k, self.temperature)
 
     def on_train_begin(self, logs=None):
+        self.pixel_baseline()
+
+    def pixel_baseline(self):
+        """The same kNN on raw pixels (computed once, at the start of training unless called before)."""
         if self.pixel_top1 is None:
             self.pixel_top1 = self.accuracy(evaluation.pixel_features(self.train.images),
                                             evaluation.pixel_features(self.test.images))
             log.info("kNN top-1 of raw pixels (baseline, k=%d, t=%s, %d train / %d test): %.2f%%", self.k,
                      self.temperature, len(self.train.images), len(self.test.images), 100 * self.pixel_top1)
+
+    def pixel_linear_top1(self, seed=0):
+        """The linear probe on raw pixels (evaluation.linear_probe_on_features), computed once."""
+        if getattr(self, "_pixel_linear", None) is None:
+            self._pixel_linear = evaluation.linear_probe_on_features(
+                evaluation.pixel_features(self.train.images), evaluation.pixel_features(self.test.images),
+                self.train.labels, self.test.labels, seed=seed)[0]
+        return self._pixel_linear
 
     def evaluate(self, encoder=None):
         """(kNN top-1, feature_std) of an encoder, by default the model's backbone. feature_std is the std over the
@@ -57,8 +72,9 @@ class KNNMonitor(keras.callbacks.Callback):
             self._features = (encoder, evaluation.Features(encoder, strategy))
         features = self._features[1]
         test = features(self.test.images, self.batch_size)
-        top1 = self.accuracy(features(self.train.images, self.batch_size), test)
-        return top1, float(losses.std_of_l2_normalized(test))
+        train = features(self.train.images, self.batch_size)
+        self.last_features = (train, test)
+        return self.accuracy(train, test), float(losses.std_of_l2_normalized(test))
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 == self.params.get("epochs")
@@ -109,6 +125,86 @@ class EpochHistory(keras.callbacks.Callback):
             if header:
                 f.write(",".join(("epoch",) + self.KEYS) + "\n")
             f.write(",".join([str(epoch + 1)] + values) + "\n")
+
+
+class StepHistory(keras.callbacks.Callback):
+    """Appends rows (step, loss, z_std, lr, ...) to a CSV file about `points` times over `total_steps`: loss and
+    z_std are the means over the steps since the row before (recovered from Keras' running means of the epoch),
+    lr the step's own."""
+
+    KEYS = ("loss", "z_std", "lr", "contrastive_accuracy")
+
+    def __init__(self, path, total_steps, points=200):
+        super().__init__()
+        self.path, self.every = path, max(1, total_steps // points)
+        self.rows = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.done, self.sums = 0, {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        done = batch + 1  # steps of this epoch so far (with several steps per execution: the last one's)
+        if done - self.done < self.every:
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        row = [str(step)]
+        for key in self.KEYS:
+            if logs.get(key) is None:
+                row.append("")
+                continue
+            value = float(np.mean(logs[key]))
+            if key != "lr":  # a running mean of the epoch: the mean of the steps since the last row
+                total = value * done
+                value = (total - self.sums.get(key, 0.0)) / (done - self.done)
+                self.sums[key] = total
+            row.append(f"{value:.6g}")
+        self.done = done
+        self.rows.append(",".join(row))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.flush()
+
+    def on_train_end(self, logs=None):
+        self.flush()
+
+    def flush(self):
+        if not self.rows:
+            return
+        header = not os.path.exists(self.path)
+        with open(self.path, "a") as f:
+            if header:
+                f.write(",".join(("step",) + self.KEYS) + "\n")
+            f.write("\n".join(self.rows) + "\n")
+        self.rows = []
+
+
+class TrainingReport(keras.callbacks.Callback):
+    """Writes MODEL_DIR/training.png (report.training_figure) after each kNN evaluation and at the end of
+    training, from history.csv and steps.csv (put it after EpochHistory and StepHistory in the callbacks)."""
+
+    def __init__(self, model_dir, knn=None, untrained=None, dim=2048, threshold=None):
+        super().__init__()
+        self.model_dir, self.knn, self.untrained = model_dir, knn, untrained or {}
+        self.dim, self.threshold = dim, threshold
+        self.path = os.path.join(model_dir, "training.png")
+
+    def write(self):
+        from tf_simsiam import report
+        path = self.path
+        report.training_report(os.path.join(self.model_dir, "history.csv"),
+                               os.path.join(self.model_dir, "steps.csv"), path,
+                               pixels_top1=self.knn.pixel_top1 if self.knn else None,
+                               untrained_top1=self.untrained.get("knn_top1"), dim=self.dim,
+                               threshold=self.threshold)
+        return path
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (logs or {}).get("knn_top1") is not None:
+            self.write()
+
+    def on_train_end(self, logs=None):
+        self.write()
 
 
 def view_grid(views, pairs=8):

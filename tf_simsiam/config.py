@@ -6,7 +6,7 @@ referred to here (and by the CLI's flag definitions).
 import dataclasses
 import os
 
-from tf_simsiam import distribute, export, losses, optim
+from tf_simsiam import distribute, export, losses, optim, time_budget
 from tf_simsiam.data import augment as augment_lib
 from tf_simsiam.data import pipeline, sources
 from tf_simsiam.models import METHODS, backbones, heads
@@ -57,6 +57,7 @@ class PretrainConfig:
     batch_size: int = 512
     epochs: int = 100
     steps_per_epoch: int = 0  # 0: every image once per epoch
+    time_budget: str = ""  # e.g. "10m": epochs, steps and schedule fitted to it (time_budget.py); "": --epochs
     optimizer: str = ""  # "": the method's own (SimSiam: sgd, SimCLR: lars)
     base_lr: float = 0.05
     lr_scaling: str = "linear"
@@ -79,6 +80,7 @@ class PretrainConfig:
     knn_temperature: float = 0.1
     knn_train_size: int = 0  # 0: the whole split
     knn_test_size: int = 0
+    linear_probe: bool = False  # after the last kNN evaluation, a linear probe on its features and on raw pixels
     checkpoint_every_steps: int = 1000  # and at each epoch end; 0: at epoch ends only
     model_dir: str = "runs/simsiam"
     export_dir: str = ""  # "": MODEL_DIR/export
@@ -89,7 +91,7 @@ class PretrainConfig:
     MODEL_KEYS = ("stop_gradient", "predictor", "proj_bn", "pred_bn", "proj_bn_affine", "pred_bn_affine",
                   "similarity", "symmetric", "method", "temperature", "optimizer", "lr_scaling", "color_strength",
                   "dataset", "image_size", "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
-                  "batch_size", "epochs", "steps_per_epoch", "base_lr", "weight_decay", "momentum",
+                  "batch_size", "epochs", "steps_per_epoch", "time_budget", "base_lr", "weight_decay", "momentum",
                   "warmup_epochs", "seed", "augment", "crop_min_scale", "max_side")
 
     def validate(self):
@@ -145,6 +147,7 @@ class PretrainConfig:
             raise ValueError("--model_dir must not be empty")
         if os.path.exists(self.model_dir) and not os.path.isdir(self.model_dir):
             raise ValueError(f"--model_dir={self.model_dir} is a file, not a directory: choose another --model_dir")
+        time_budget.parse(self.time_budget)
         export.parse_formats(self.export_formats)
         _one_of("export_precision", self.export_precision, export.PRECISIONS)
         self.read_options()

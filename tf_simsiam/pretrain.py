@@ -7,6 +7,7 @@ Writes into model_dir: config.json, checkpoints/, logs/ (TensorBoard), history.c
 """
 
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -15,8 +16,9 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from tf_simsiam import callbacks, distribute, export, losses, optim, run_dir
+from tf_simsiam import callbacks, distribute, evaluation, export, losses, optim, run_dir, time_budget
 from tf_simsiam.config import PretrainConfig  # noqa: F401 (the runner's config, importable from here too)
 from tf_simsiam.data import augment as augment_lib
 from tf_simsiam.data import pipeline, sources
@@ -122,8 +124,11 @@ def encoder_config(config, train):
             "std": [round(float(s), 4) for s in sample.std(0)]}
 
 
-def build_model(config, enc_config, steps_per_epoch, sync_bn=False, jit_compile=False, steps_per_execution=1):
-    """The compiled SimSiam or SimCLR model of a config; call it under strategy.scope() to distribute it."""
+def build_model(config, enc_config, steps_per_epoch, sync_bn=False, jit_compile=False, steps_per_execution=1,
+                warmup_steps=None):
+    """The compiled SimSiam or SimCLR model of a config; call it under strategy.scope() to distribute it. The
+    learning rate warms up over `warmup_steps` (default: config.warmup_epochs of steps_per_epoch), then decays
+    to 0 at config.epochs * steps_per_epoch."""
     backbone = backbones.from_encoder_config(enc_config, sync_bn)
     augment = None
     if config.augment_on == "device":
@@ -141,7 +146,8 @@ def build_model(config, enc_config, steps_per_epoch, sync_bn=False, jit_compile=
     optimizer = optim.pretrain_optimizer(
         config.optimizer_name(), config.batch_size, config.epochs * steps_per_epoch, base_lr=config.base_lr,
         momentum=config.momentum, weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_epochs * steps_per_epoch, lr_scaling=config.lr_scaling)
+        warmup_steps=config.warmup_epochs * steps_per_epoch if warmup_steps is None else warmup_steps,
+        lr_scaling=config.lr_scaling)
     model.compile(optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     return model
 
@@ -176,39 +182,22 @@ def pretrain(config):
     keras.mixed_precision.set_global_policy(precision)
     model_dir = config.model_dir
     run_dir.check_same_run(model_dir, config.to_json(), PretrainConfig.MODEL_KEYS)
+    budget = time_budget.parse(config.time_budget)
+    plan = run_dir.saved_config(model_dir).get("time_budget_plan") if budget else None
+    plan = plan and time_budget.Plan.from_json(plan)  # a resumed run follows the plan it made
 
     train, knn_train, knn_test = load_data(config)
     need_knn = knn_train is not None
     num_examples = train.num_examples
-    steps_per_epoch = num_examples // config.batch_size
-    if steps_per_epoch == 0:
+    steps_per_pass = num_examples // config.batch_size
+    if steps_per_pass == 0:
         raise ValueError(f"--batch_size={config.batch_size} is larger than the data set ({num_examples})")
     if config.steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
+        steps_per_pass = min(steps_per_pass, config.steps_per_epoch)
     enc_config = encoder_config(config, train)
-    steps_per_execution = distribute.resolve_steps_per_execution(config.steps_per_execution, strategy,
-                                                                 steps_per_epoch)
-    log.info("XLA (jit_compile): %s%s; %d step(s) per execution%s", "on" if jit_compile else "off",
-             " (--jit_compile=auto)" if config.jit_compile == "auto" else "", steps_per_execution,
-             " (--steps_per_execution=auto)" if config.steps_per_execution == "auto" else "")
-
     if chief:
         run_dir.prepare(model_dir)
-        run_dir.write_json(os.path.join(model_dir, "config.json"),
-                           {**config.to_json(), "encoder": enc_config, "steps_per_epoch_used": steps_per_epoch})
-
     checkpoints = os.path.join(model_dir, "checkpoints")
-    total_steps = config.epochs * steps_per_epoch
-    with strategy.scope():
-        model = build_model(config, enc_config, steps_per_epoch, sync_bn=sync_bn, jit_compile=jit_compile,
-                            steps_per_execution=steps_per_execution)
-        model.optimizer.build(model.trainable_variables)
-        start_step = run_dir.restore(model, checkpoints)
-    if start_step:
-        log.info("resuming at step %d of %d (epoch %d of %d, %d of its %d steps done)", start_step, total_steps,
-                 start_step // steps_per_epoch + 1, config.epochs, start_step % steps_per_epoch, steps_per_epoch)
-    initial_epoch = start_step // steps_per_epoch
-
     recipe = recipe_of(config, enc_config["input_shape"][0])
 
     def dataset_from(step):
@@ -216,35 +205,80 @@ def pretrain(config):
             train, config.batch_size, recipe, seed=config.seed, augment_on=config.augment_on, start_step=step,
             input_context=input_context))
 
-    monitors = [run_dir.StopOnNonFiniteLoss(
-        f"Try a smaller --base_lr (now {config.base_lr}), --warmup_epochs (now {config.warmup_epochs}) or "
-        f"--precision=float32; the last good checkpoint in {checkpoints} is kept and nothing was exported.")]
+    def build(run_config, steps_per_epoch, warmup_steps=None):
+        steps_per_execution = distribute.resolve_steps_per_execution(config.steps_per_execution, strategy,
+                                                                     steps_per_epoch)
+        keras.utils.set_random_seed(config.seed)  # the same initial weights whatever was built before
+        with strategy.scope():
+            model = build_model(run_config, enc_config, steps_per_epoch, sync_bn=sync_bn, jit_compile=jit_compile,
+                                steps_per_execution=steps_per_execution, warmup_steps=warmup_steps)
+            model.optimizer.build(model.trainable_variables)
+        return model, steps_per_execution
+
     knn = None
     if need_knn:
         knn = callbacks.KNNMonitor(knn_train, knn_test, every=config.knn_every,
                                    k=config.knn_k, temperature=config.knn_temperature, strategy=strategy)
+    untrained = {"knn_top1": None, "feature_std": None}
+    untrained_path = os.path.join(model_dir, "knn_untrained.json")
+    if knn and os.path.exists(untrained_path) and run_dir.checkpoints(checkpoints):
+        with open(untrained_path) as f:
+            untrained.update(json.load(f))
+
+    def evaluate_untrained(backbone):
+        # the same kNN on the untrained network: what a collapsed run falls back to, or below
+        started = time.time()
+        untrained["knn_top1"], untrained["feature_std"] = knn.evaluate(backbone)
+        log.info("kNN top-1 of the untrained backbone: %.2f%% (feature_std %.4g)", 100 * untrained["knn_top1"],
+                 untrained["feature_std"])
+        if chief:
+            run_dir.write_json(untrained_path, untrained)
+        return time.time() - started
+
+    run_config, warmup_steps, steps_per_epoch = config, None, steps_per_pass
+    if budget and plan is None:
+        plan = _plan_budget(config, budget, start_time, build, dataset_from, steps_per_pass, strategy, knn,
+                            evaluate_untrained)
+        log.info("--time_budget=%s: %s", config.time_budget, plan.describe())
+    if plan:
+        run_config = dataclasses.replace(config, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch)
+        warmup_steps, steps_per_epoch = plan.warmup_steps, plan.steps_per_epoch
+    if chief:
+        run_dir.write_json(os.path.join(model_dir, "config.json"),
+                           {**config.to_json(), "encoder": enc_config, "steps_per_epoch_used": steps_per_epoch,
+                            "epochs_used": run_config.epochs, "time_budget_plan": plan and plan.to_json()})
+
+    model, steps_per_execution = build(run_config, steps_per_epoch, warmup_steps)
+    log.info("XLA (jit_compile): %s%s; %d step(s) per execution%s", "on" if jit_compile else "off",
+             " (--jit_compile=auto)" if config.jit_compile == "auto" else "", steps_per_execution,
+             " (--steps_per_execution=auto)" if config.steps_per_execution == "auto" else "")
+    with strategy.scope():
+        start_step = run_dir.restore(model, checkpoints)
+    total_steps = run_config.epochs * steps_per_epoch
+    if start_step:
+        log.info("resuming at step %d of %d (epoch %d of %d, %d of its %d steps done)", start_step, total_steps,
+                 start_step // steps_per_epoch + 1, run_config.epochs, start_step % steps_per_epoch, steps_per_epoch)
+    elif knn and untrained["knn_top1"] is None:
+        evaluate_untrained(model.backbone)
+    initial_epoch = start_step // steps_per_epoch
+
+    monitors = [run_dir.StopOnNonFiniteLoss(
+        f"Try a smaller --base_lr (now {config.base_lr}), --warmup_epochs (now {config.warmup_epochs}) or "
+        f"--precision=float32; the last good checkpoint in {checkpoints} is kept and nothing was exported.")]
+    if knn:
         monitors.append(knn)
     collapse = callbacks.CollapseMonitor(config.proj_dim)
     log_dir = os.path.join(model_dir, "logs")
     first_views = next(iter(pipeline.pretrain_dataset(train, 8, recipe, seed=config.seed)))
     monitors += [collapse, run_dir.Checkpoint(checkpoints, every_steps=config.checkpoint_every_steps, chief=chief)]
+    report = None
     if chief:
+        report = callbacks.TrainingReport(model_dir, knn=knn, untrained=untrained, dim=config.proj_dim,
+                                          threshold=collapse.threshold)
         monitors += [callbacks.EpochHistory(os.path.join(model_dir, "history.csv")),
+                     callbacks.StepHistory(os.path.join(model_dir, "steps.csv"), total_steps), report,
                      keras.callbacks.TensorBoard(log_dir, write_graph=False),
                      callbacks.ViewPairs(log_dir, first_views)]
-
-    untrained = {"knn_top1": None, "feature_std": None}
-    if knn:  # the same kNN on the untrained network: what a collapsed run falls back to, or below
-        untrained_path = os.path.join(model_dir, "knn_untrained.json")
-        if start_step == 0:
-            untrained["knn_top1"], untrained["feature_std"] = knn.evaluate(model.backbone)
-            log.info("kNN top-1 of the untrained backbone: %.2f%% (feature_std %.4g)", 100 * untrained["knn_top1"],
-                     untrained["feature_std"])
-            if chief:
-                run_dir.write_json(untrained_path, untrained)
-        elif os.path.exists(untrained_path):
-            with open(untrained_path) as f:
-                untrained.update(json.load(f))
 
     train_start = time.time()
     history = {}
@@ -254,8 +288,8 @@ def pretrain(config):
     if start_step % steps_per_epoch:
         segments.append((initial_epoch, initial_epoch + 1, steps_per_epoch - start_step % steps_per_epoch))
     first_full = -(-start_step // steps_per_epoch)
-    if first_full < config.epochs:
-        segments.append((first_full, config.epochs, steps_per_epoch))
+    if first_full < run_config.epochs:
+        segments.append((first_full, run_config.epochs, steps_per_epoch))
     for begin, end, steps in segments:
         step = int(model.optimizer.iterations.numpy())
         segment = model.fit(dataset_from(step), epochs=end, steps_per_epoch=steps, initial_epoch=begin,
@@ -263,13 +297,14 @@ def pretrain(config):
         for name, values in segment.items():
             history.setdefault(name, []).extend(values)
     if not segments:
-        log.info("all %d epochs were already done; exporting", config.epochs)
+        log.info("all %d epochs were already done; exporting", run_config.epochs)
     train_seconds = time.time() - train_start
     trained_steps = total_steps - start_step
 
     export_dir = config.export_dir or os.path.join(model_dir, "export")
     result = {
-        "method": config.method, "dataset": config.dataset, "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
+        "method": config.method, "dataset": config.dataset, "epochs": run_config.epochs,
+        "steps_per_epoch": steps_per_epoch, "time_budget_plan": plan and plan.to_json(),
         "strategy": type(strategy).__name__, "replicas": replicas, "sync_bn": sync_bn,
         "batch_size": config.batch_size, "precision": precision, "jit_compile": jit_compile,
         "steps_per_execution": steps_per_execution, "resumed_from_epoch": initial_epoch,
@@ -286,13 +321,52 @@ def pretrain(config):
         "pairs_per_sec": round(trained_steps * config.batch_size / train_seconds, 1) if trained_steps else None,
         "export_dir": export_dir, "export_precision": config.export_precision,
         "export_formats": list(export.parse_formats(config.export_formats)),
+        "linear_top1": None, "pixels_linear_top1": None,
     }
+    if config.linear_probe and knn and knn.last_features is not None:
+        started = time.time()
+        result["linear_top1"] = evaluation.linear_probe_on_features(
+            *knn.last_features, knn.train.labels, knn.test.labels, seed=config.seed)[0]
+        result["pixels_linear_top1"] = knn.pixel_linear_top1(seed=config.seed)
+        log.info("linear probe on the frozen encoder: %.2f%% (raw pixels: %.2f%%) [%.0fs]",
+                 100 * result["linear_top1"], 100 * result["pixels_linear_top1"], time.time() - started)
+    if report:
+        result["report"] = report.path if segments else report.write()
     if chief:
         export.export_encoder(model.backbone, export_dir, enc_config, formats=config.export_formats,
                               precision=config.export_precision)
         result["wall_seconds"] = round(time.time() - start_time, 1)
         run_dir.write_json(os.path.join(model_dir, "result.json"), result)
     return result
+
+
+def _plan_budget(config, budget, start_time, build, dataset_from, steps_per_pass, strategy, knn, evaluate_untrained):
+    """The time_budget.Plan of a run: a probe of the model (the same network, batch, data and initial weights,
+    dropped afterwards) gives the untrained network's kNN (timed: what each evaluation costs) and the step rate;
+    the time the probe took to build and trace is reserved again for the model that trains."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise ValueError("--time_budget is not supported with several workers yet (each would measure its own "
+                         "rate and plan): give --epochs instead")
+    started = time.time()
+    probe, steps_per_execution = build(config, steps_per_pass)
+    build_seconds = time.time() - started
+    evaluation_seconds = 0.0
+    if knn:
+        knn.pixel_baseline()  # before training starts, so that it is spent time, not a surprise
+        evaluation_seconds = evaluate_untrained(probe.backbone)
+    linear_seconds = 0.0
+    if config.linear_probe and knn:  # timed on raw pixels: the larger of the two probes run at the end
+        linear_started = time.time()
+        knn.pixel_linear_top1()
+        linear_seconds = time.time() - linear_started
+    rate, first_call = time_budget.measure_steps_per_second(
+        probe, dataset_from(0), steps_per_execution, min_seconds=min(20.0, max(2.0, 0.03 * budget)))
+    del probe
+    gc.collect()
+    return time_budget.make_plan(
+        budget, time.time() - start_time, rate, steps_per_pass, config.epochs,
+        warmup_share=config.warmup_epochs / config.epochs, knn_every=config.knn_every if knn else 0,
+        seconds_per_evaluation=evaluation_seconds, reserved_seconds=build_seconds + first_call + linear_seconds)
 
 
 def _last(values):
@@ -310,6 +384,7 @@ def load_run(model_dir):
     enc_config = saved.pop("encoder")
     steps = saved.pop("steps_per_epoch_used")
     config = PretrainConfig(**{k: v for k, v in saved.items() if k in PretrainConfig.__dataclass_fields__})
+    config.epochs = saved.get("epochs_used", config.epochs)  # a --time_budget run's planned epochs
     keras.mixed_precision.set_global_policy(distribute.resolve_precision(config.precision))
     model = build_model(config, enc_config, steps)
     model.optimizer.build(model.trainable_variables)

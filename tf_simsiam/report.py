@@ -1,4 +1,5 @@
-"""The evaluation report: results.json, a markdown table and PNG plots (matplotlib, headless)."""
+"""Reports as files: the evaluation's results.json, markdown table and PNG plots, and the training report
+(training.png) of a pretraining run (matplotlib, headless)."""
 
 import json
 import os
@@ -120,3 +121,59 @@ def write(output_dir, rows, predictions, embeddings, test_labels, class_names=No
         fig.tight_layout()
         fig.savefig(os.path.join(output_dir, "embedding.png"), dpi=200)
         plt.close(fig)
+
+
+def _read_csv(path):
+    """{column: float array} of a CSV file of numbers (blank -> NaN); {} if the file does not exist."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        header, *rows = [line.rstrip("\n").split(",") for line in f if line.strip()]
+    return {name: np.array([float(row[i]) if row[i] else np.nan for row in rows]) for i, name in enumerate(header)}
+
+
+TRAINING_PANELS = ("kNN top-1", "z_std", "loss", "learning rate")
+
+
+def training_figure(history, steps, pixels_top1=None, untrained_top1=None, dim=2048, threshold=None):
+    """The training report: kNN top-1 per epoch beside the raw-pixel and untrained-network lines, z_std beside
+    1/sqrt(d) (healthy) and the collapse threshold, the loss and the learning rate against the step. history and
+    steps are the columns of history.csv and steps.csv (callbacks.EpochHistory, callbacks.StepHistory)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    knn_ax, z_ax, loss_ax, lr_ax = axes.ravel()
+    epochs, knn = history.get("epoch", np.array([])), history.get("knn_top1", np.array([]))
+    seen = ~np.isnan(knn) if len(knn) else np.array([], bool)
+    knn_ax.plot(epochs[seen], 100 * knn[seen], "o-", color="tab:blue", label="this run")
+    for value, name, style in ((pixels_top1, "raw pixels", "--"), (untrained_top1, "untrained network", ":")):
+        if value is not None:
+            knn_ax.axhline(100 * value, color="0.4", ls=style, label=f"{name} ({100 * value:.2f}%)")
+    knn_ax.set_xlabel("epoch")
+    knn_ax.set_ylabel("kNN top-1 (%)")
+    step = steps.get("step", np.array([]))
+    z_ax.plot(step, steps.get("z_std", np.full(len(step), np.nan)), color="tab:blue", label="z_std")
+    z_ax.axhline(1 / np.sqrt(dim), color="tab:green", ls="--", label=f"1/sqrt(d) = {1 / np.sqrt(dim):.4f} (healthy)")
+    if threshold is not None:
+        z_ax.axhline(threshold, color="tab:red", ls=":", label=f"collapse threshold ({threshold:.4f})")
+    z_ax.set_ylim(bottom=0)
+    loss_ax.plot(step, steps.get("loss", np.full(len(step), np.nan)), color="tab:blue", label="loss")
+    lr_ax.plot(step, steps.get("lr", np.full(len(step), np.nan)), color="tab:blue", label="learning rate")
+    for ax, title in zip((knn_ax, z_ax, loss_ax, lr_ax), TRAINING_PANELS):
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax is not knn_ax:
+            ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def training_report(history_csv, steps_csv, path, **lines):
+    """Writes the training report (training_figure) of a run's history.csv and steps.csv to path (PNG)."""
+    import matplotlib.pyplot as plt
+    fig = training_figure(_read_csv(history_csv), _read_csv(steps_csv), **lines)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -61,13 +61,18 @@ def write_json(path, payload):
     os.replace(tmp, path)
 
 
-def check_same_run(model_dir, settings, keys):
-    """Raises ValueError if model_dir holds a run whose `keys` differ from `settings` (a dict)."""
+def saved_config(model_dir):
+    """The config.json of model_dir as a dict, {} if it has none."""
     path = os.path.join(model_dir, "config.json")
     if not os.path.exists(path):
-        return
+        return {}
     with open(path) as f:
-        saved = json.load(f)
+        return json.load(f)
+
+
+def check_same_run(model_dir, settings, keys):
+    """Raises ValueError if model_dir holds a run whose `keys` differ from `settings` (a dict)."""
+    saved = saved_config(model_dir)
     changed = [k for k in keys if k in saved and saved[k] != settings[k]]
     if changed:
         details = ", ".join(f"--{k}={saved[k]!r} there, {settings[k]!r} now" for k in changed)

@@ -83,6 +83,11 @@ flags.DEFINE_integer("batch_size", D.batch_size, "Global batch size.", lower_bou
 flags.DEFINE_integer("epochs", D.epochs, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", D.steps_per_epoch, "Cap on steps per epoch; 0: every image once.",
                      lower_bound=0)
+flags.DEFINE_string("time_budget", D.time_budget, "Wall time for the whole run, e.g. 10m, 90s or 1.5h: the step "
+                    "rate measured on this machine sets the steps and the learning-rate schedule so that training "
+                    "and its kNN evaluations end within it (the export follows); --epochs is then the most it "
+                    "trains and --warmup_epochs / --epochs the warmup's share. Recorded in config.json: a resumed "
+                    "run keeps the plan. Empty: train --epochs.")
 flags.DEFINE_enum("optimizer", D.optimizer or None, list(optim.OPTIMIZERS), "SGD with momentum and coupled weight "
                   "decay, or LARS (BN and biases excluded); default: sgd for SimSiam, lars for SimCLR.")
 flags.DEFINE_float("base_lr", D.base_lr, "Base learning rate: lr = base_lr * batch_size / 256 (linear "
@@ -125,6 +130,8 @@ flags.DEFINE_float("knn_temperature", D.knn_temperature, "Temperature of the kNN
 flags.DEFINE_integer("knn_train_size", D.knn_train_size, "Labelled training images of the kNN monitor "
                      "(seeded subset); 0: all.", lower_bound=0)
 flags.DEFINE_integer("knn_test_size", D.knn_test_size, "Test images of the kNN monitor; 0: all.", lower_bound=0)
+flags.DEFINE_bool("linear_probe", D.linear_probe, "After the last kNN evaluation, a linear probe (LARS, 90 epochs, "
+                  "no augmentation) on its frozen features, beside the same probe on raw pixels.")
 flags.DEFINE_integer("checkpoint_every_steps", D.checkpoint_every_steps, "Checkpoint every N global steps, and at "
                      "each epoch end (0: at epoch ends only); a killed run resumes at the last one, mid-epoch too.",
                      lower_bound=0)
@@ -174,8 +181,15 @@ def main(argv):
     if result["knn_top1"] is not None:
         print(f"kNN top-1 (k={config.knn_k}, t={config.knn_temperature}) on {config.dataset}: "
               f"{100 * result['knn_top1']:.2f}%   raw pixels: {100 * result['pixels_knn_top1']:.2f}%")
-    print(f"trained {config.epochs} epochs in {result['train_seconds']:.0f}s"
-          + (f" ({result['pairs_per_sec']:.0f} pairs/s)" if result["pairs_per_sec"] else ""))
+    if result["linear_top1"] is not None:
+        print(f"linear probe on the frozen encoder: {100 * result['linear_top1']:.2f}%   "
+              f"raw pixels: {100 * result['pixels_linear_top1']:.2f}%")
+    steps = result["epochs"] * result["steps_per_epoch"]
+    print(f"trained {result['epochs']} epochs ({steps} steps of {config.batch_size}) in "
+          f"{result['train_seconds']:.0f}s" + (f" ({result['pairs_per_sec']:.0f} pairs/s)" if result["pairs_per_sec"]
+                                               else "") + f"; the whole run took {result['wall_seconds']:.0f}s")
+    if result.get("report"):
+        print(f"training report: {result['report']}")
     print(f"encoder exported to {result['export_dir']}; run details in {config.model_dir}/result.json")
 
 
