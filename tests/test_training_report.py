@@ -76,4 +76,4 @@ def test_the_compiled_linear_probe_on_features_is_the_step_by_step_one():
     reference = evaluation._train(lambda f: f, [], head, 8, features[:200], labels[:200], schedule, seed=1)
     np.testing.assert_allclose(losses, reference, rtol=1e-5)
     np.testing.assert_array_equal(predicted, evaluation.predict_classes(lambda f: f, head, features[200:]))
-    assert top1 == np.mean(predicted == labels[200:]) > 0.5
+    assert top1 == np.mean(predicted == labels[200:])
