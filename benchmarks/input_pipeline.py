@@ -2,7 +2,8 @@
 
 1. The augmentation pipeline alone at 32x32x3 (60,000 random images), SimSiam recipes, batch 256:
    host placement (tf.data, XLA-compiled augmentation, the default), host with plain TF ops, and the device
-   placement's layer (what the train step runs).
+   placement's layer (what the train step runs); beside them, in the same invocation, the peer: torchvision's
+   SimSiam CIFAR augmentation through a DataLoader with a worker process per core (the `bench` extra).
 2. End to end for a config (default: configs/fashion_mnist.cfg): SimSiam.fit on the real pipeline, against the
    model's compiled train step called on one batch held in memory (median step). If the two agree, the input
    pipeline is not the bottleneck. The same fit with the views sent as float32 instead of uint8 (what the
@@ -56,7 +57,30 @@ def augmentation(batch_size=256, batches=60):
         results[name] = {"host_xla": pairs_per_sec(iter(host), batch_size, batches),
                          "host_plain_tf": pairs_per_sec(iter(plain), batch_size, batches // 6),
                          "device_layer": pairs_per_sec(device(), batch_size, batches)}
+    peer = torchvision_peer(batch_size, batches)
+    if "torchvision_dataloader_pairs_per_sec" in peer:
+        results["simsiam_cifar"]["torchvision_dataloader"] = peer.pop("torchvision_dataloader_pairs_per_sec")
+        results["simsiam_cifar"]["host_xla_over_torchvision"] = round(
+            results["simsiam_cifar"]["host_xla"] / results["simsiam_cifar"]["torchvision_dataloader"], 2)
+    results["torchvision_peer"] = peer
     return results
+
+
+def torchvision_peer(batch_size, batches, workers=None):
+    """torchvision's SimSiam CIFAR augmentation through a DataLoader with a worker process per core, run in its own
+    process (benchmarks/torch_reference.py; the `bench` extra), on the same number of random 32x32 images."""
+    import importlib.util
+    import subprocess
+    import sys
+    if importlib.util.find_spec("torchvision") is None:
+        return {"note": "torchvision not installed (pip install -e .[bench]): no peer run"}
+    workers = workers or os.cpu_count()
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
+    out = subprocess.run([sys.executable, script, "augmentation", str(batch_size), str(batches), str(workers)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def end_to_end(config_path, steps):

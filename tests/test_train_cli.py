@@ -122,6 +122,34 @@ def test_export_on_demand(tmp_path, one_epoch_run):
     assert missing.returncode != 0 and "not a tf_simsiam training run" in missing.stderr
 
 
+def test_init_from_an_export_starts_the_backbone_from_its_weights(tmp_path, one_epoch_run):
+    import h5py
+    export_dir = one_epoch_run / "export"
+    run = tmp_path / "run"
+    # a learning rate too small to move any weight: the backbone ends where it started
+    out = train(run, "--epochs=1", "--knn_every=0", "--seed=7", "--base_lr=1e-9", f"--init_from={export_dir}")
+    assert f"backbone initialised from {export_dir}" in out.stderr
+    assert json.loads((run / "result.json").read_text())["init_from"] == str(export_dir)
+
+    def kernels(path):
+        with h5py.File(path) as f:
+            found = {}
+            f.visititems(lambda name, obj: found.__setitem__(name, obj[()])
+                         if isinstance(obj, h5py.Dataset) and obj.ndim == 4 else None)
+            return found
+    start, end = kernels(export_dir / "encoder.weights.h5"), kernels(run / "export" / "encoder.weights.h5")
+    assert len(start) > 10 and start.keys() == end.keys()
+    for name in start:
+        np.testing.assert_allclose(end[name], start[name], atol=1e-6, err_msg=name)
+    encoder = json.loads((export_dir / "encoder.json").read_text())
+    assert json.loads((run / "config.json").read_text())["encoder"]["mean"] == encoder["mean"]
+    # an export of another shape is refused before anything is trained, naming the flag
+    out = train(tmp_path / "wide", "--epochs=1", "--width=8", f"--init_from={export_dir}", check=False)
+    assert out.returncode != 0 and "give --width as the export's" in out.stderr
+    out = train(tmp_path / "none", "--epochs=1", f"--init_from={tmp_path}", check=False)
+    assert out.returncode != 0 and f"--init_from={tmp_path}: no encoder.json" in out.stderr
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--dataset=bogus", "unknown --dataset='bogus'"),
     ("--dataset=folder:/no/such/dir", "folder:/no/such/dir: no such folder"),

@@ -43,6 +43,7 @@ class PretrainConfig:
     pred_dim: int = 512
     proj_layers: int = 3
     fix_pred_lr: bool = True
+    init_from: str = ""  # an export directory (MODEL_DIR/export): the backbone starts from its weights
     # SimSiam's ablations (the paper's defaults): Fig. 2, Tables 1, 3, 4, 5
     stop_gradient: bool = True
     predictor: str = "mlp"  # mlp | none | fixed_random

@@ -124,6 +124,23 @@ def encoder_config(config, train):
             "std": [round(float(s), 4) for s in sample.std(0)]}
 
 
+def init_encoder_config(export_dir, enc_config):
+    """The encoder config of the export that --init_from names, checked against this run's (`enc_config`): the
+    same backbone, width and input shape; the export's normalisation is kept (its weights were trained with it)."""
+    path = os.path.join(export_dir, export.CONFIG_FILE)
+    if not (os.path.isfile(path) and os.path.isfile(os.path.join(export_dir, export.WEIGHTS_FILE))):
+        raise ValueError(f"--init_from={export_dir}: no {export.CONFIG_FILE} and {export.WEIGHTS_FILE} there; give "
+                         f"an export directory (a run's MODEL_DIR/export)")
+    with open(path) as f:
+        saved = json.load(f)
+    for key, flag in (("name", "--backbone"), ("width", "--width"), ("input_shape", "--image_size")):
+        if key in enc_config and saved.get(key) != enc_config[key]:
+            raise ValueError(f"--init_from={export_dir} holds a {saved.get('name')} of width {saved.get('width')} "
+                             f"on {saved.get('input_shape')} images; this run has {key} {enc_config[key]}: give "
+                             f"{flag} as the export's, or leave out --init_from")
+    return {**enc_config, **{key: saved[key] for key in ("mean", "std") if key in saved}}
+
+
 def build_model(config, enc_config, steps_per_epoch, sync_bn=False, jit_compile=False, steps_per_execution=1,
                 warmup_steps=None):
     """The compiled SimSiam or SimCLR model of a config; call it under strategy.scope() to distribute it. The
@@ -195,6 +212,9 @@ def pretrain(config):
     if config.steps_per_epoch:
         steps_per_pass = min(steps_per_pass, config.steps_per_epoch)
     enc_config = encoder_config(config, train)
+    if config.init_from:
+        enc_config = init_encoder_config(config.init_from, enc_config)
+        log.info("backbone initialised from %s (unless a checkpoint is resumed)", config.init_from)
     if chief:
         run_dir.prepare(model_dir)
     checkpoints = os.path.join(model_dir, "checkpoints")
@@ -213,6 +233,8 @@ def pretrain(config):
             model = build_model(run_config, enc_config, steps_per_epoch, sync_bn=sync_bn, jit_compile=jit_compile,
                                 steps_per_execution=steps_per_execution, warmup_steps=warmup_steps)
             model.optimizer.build(model.trainable_variables)
+            if config.init_from:  # a checkpoint, when the run resumes, replaces these weights
+                model.backbone.load_weights(os.path.join(config.init_from, export.WEIGHTS_FILE))
         return model, steps_per_execution
 
     knn = None
@@ -321,7 +343,7 @@ def pretrain(config):
         "pairs_per_sec": round(trained_steps * config.batch_size / train_seconds, 1) if trained_steps else None,
         "export_dir": export_dir, "export_precision": config.export_precision,
         "export_formats": list(export.parse_formats(config.export_formats)),
-        "linear_top1": None, "pixels_linear_top1": None,
+        "linear_top1": None, "pixels_linear_top1": None, "init_from": config.init_from or None,
     }
     if config.linear_probe and knn and knn.last_features is not None:
         started = time.time()

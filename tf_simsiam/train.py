@@ -78,6 +78,10 @@ flags.DEFINE_enum("similarity", D.similarity, list(losses.SIMILARITIES), "SimSia
 flags.DEFINE_bool("symmetric", D.symmetric, "SimSiam's symmetrised loss (off: D(p1, sg(z2)) only, Table 5).")
 flags.DEFINE_float("temperature", D.temperature, "SimCLR's NT-Xent temperature (0.5 CIFAR-10, 0.1 ImageNet).",
                    lower_bound=1e-6)
+flags.DEFINE_string("init_from", D.init_from, "An export directory (a run's MODEL_DIR/export, or "
+                    "tf_simsiam.export's --export_dir): the backbone starts from its weights and takes its "
+                    "normalisation; --backbone, --width and the image size must be the export's. The heads start "
+                    "from scratch. Empty: a random initialisation.")
 flags.DEFINE_bool("fix_pred_lr", D.fix_pred_lr, "Keep the predictor at the initial learning rate (the paper).")
 flags.DEFINE_integer("batch_size", D.batch_size, "Global batch size.", lower_bound=1)
 flags.DEFINE_integer("epochs", D.epochs, "Training epochs.", lower_bound=1)

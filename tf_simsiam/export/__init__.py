@@ -31,6 +31,7 @@ from tf_simsiam.models import backbones
 
 FORMATS = ("saved_model", "onnx", "litert")  # the SavedModel is always written: the others are converted from it
 FILES = {"saved_model": "saved_model", "onnx": "encoder.onnx", "litert": "encoder.tflite"}
+WEIGHTS_FILE, CONFIG_FILE = "encoder.weights.h5", "encoder.json"  # the Keras backbone and what rebuilds it
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 ONNX_OPSET = 17
 
@@ -116,11 +117,11 @@ def export_encoder(backbone, export_dir, encoder_config, formats=("saved_model",
             _write_onnx(saved_model, os.path.join(staging, FILES["onnx"]))
         if "litert" in formats:
             _write_litert(saved_model, os.path.join(staging, FILES["litert"]))
-        encoder.save_weights(os.path.join(staging, "encoder.weights.h5"))
+        encoder.save_weights(os.path.join(staging, WEIGHTS_FILE))
         config = {**encoder_config, "input_shape": [height, width, channels],
                   "feature_dim": int(encoder.output_shape[-1]), "input_dtype": "uint8", "precision": precision,
                   "files": {f: FILES[f] for f in formats}}
-        with open(os.path.join(staging, "encoder.json"), "w") as f:
+        with open(os.path.join(staging, CONFIG_FILE), "w") as f:
             json.dump(config, f, indent=1)
         if os.path.exists(export_dir):
             old = f"{staging}-old"
@@ -137,8 +138,8 @@ def export_encoder(backbone, export_dir, encoder_config, formats=("saved_model",
 
 def load_encoder(export_dir):
     """The exported backbone as a trainable Keras model (for fine-tuning), rebuilt with tf_simsiam."""
-    with open(os.path.join(export_dir, "encoder.json")) as f:
+    with open(os.path.join(export_dir, CONFIG_FILE)) as f:
         config = json.load(f)
     backbone = backbones.from_encoder_config(config)
-    backbone.load_weights(os.path.join(export_dir, "encoder.weights.h5"))
+    backbone.load_weights(os.path.join(export_dir, WEIGHTS_FILE))
     return backbone
