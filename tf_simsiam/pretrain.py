@@ -291,7 +291,8 @@ def pretrain(config):
         monitors.append(knn)
     collapse = callbacks.CollapseMonitor(config.proj_dim)
     log_dir = os.path.join(model_dir, "logs")
-    first_views = next(iter(pipeline.pretrain_dataset(train, 8, recipe, seed=config.seed)))
+    # a picture of 8 view pairs for TensorBoard, made with plain TF ops: an XLA compilation would cost seconds
+    first_views = next(iter(pipeline.pretrain_dataset(train, 8, recipe, seed=config.seed, jit_compile=False)))
     monitors += [collapse, run_dir.Checkpoint(checkpoints, every_steps=config.checkpoint_every_steps, chief=chief)]
     report = None
     if chief:
