@@ -50,7 +50,9 @@ def test_the_training_figure_has_its_panels_and_reference_lines():
     assert tuple(axes) == report.TRAINING_PANELS
     knn_labels = [line.get_label() for line in axes["kNN top-1"].get_lines()]
     assert knn_labels[1:] == ["raw pixels (78.85%)", "untrained network (58.00%)"]
-    np.testing.assert_allclose(axes["kNN top-1"].get_lines()[0].get_ydata(), [70, 80])  # evaluated epochs only
+    curve = axes["kNN top-1"].get_lines()[0]  # the evaluated epochs, from the untrained network at epoch 0
+    np.testing.assert_allclose(curve.get_xdata(), [0, 2, 3])
+    np.testing.assert_allclose(curve.get_ydata(), [58, 70, 80])
     z_labels = [line.get_label() for line in axes["z_std"].get_lines()]
     assert z_labels == ["z_std", "1/sqrt(d) = 0.0221 (healthy)", "collapse threshold (0.0044)"]
     np.testing.assert_allclose(axes["learning rate"].get_lines()[0].get_ydata(), steps["lr"])

@@ -147,7 +147,11 @@ def training_figure(history, steps, pixels_top1=None, untrained_top1=None, dim=2
     knn_ax, z_ax, loss_ax, lr_ax = axes.ravel()
     epochs, knn = history.get("epoch", np.array([])), history.get("knn_top1", np.array([]))
     seen = ~np.isnan(knn) if len(knn) else np.array([], bool)
-    knn_ax.plot(epochs[seen], 100 * knn[seen], "o-", color="tab:blue", label="this run")
+    epochs, knn = epochs[seen], knn[seen]
+    if untrained_top1 is not None:  # the run starts from the untrained network: its point at epoch 0
+        epochs, knn = np.concatenate([[0.0], epochs]), np.concatenate([[untrained_top1], knn])
+    knn_ax.plot(epochs, 100 * knn, "o-", color="tab:blue", label="this run")
+    knn_ax.set_xlim(left=0)
     for value, name, style in ((pixels_top1, "raw pixels", "--"), (untrained_top1, "untrained network", ":")):
         if value is not None:
             knn_ax.axhline(100 * value, color="0.4", ls=style, label=f"{name} ({100 * value:.2f}%)")
