@@ -16,7 +16,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(ROOT, "docs", "reference", "cli.md")
 TOOLS = (  # module, console script, what it does, an example
-    ("tf_simsiam.train", "tf-simsiam-train", "Pretrain an encoder (SimSiam or SimCLR); the same command resumes.",
+    ("tf_simsiam.train", "tf-simsiam-train", "Pretrain an encoder (SimSiam, SimCLR, BYOL, MoCo v2, Barlow Twins or "
+     "VICReg); the same command resumes.",
      "python -m tf_simsiam.train --flagfile=configs/fashion_mnist.cfg"),
     ("tf_simsiam.evaluate", "tf-simsiam-eval", "Evaluate an exported encoder: kNN, linear probe, fine-tuning, "
      "supervised baseline.", "python -m tf_simsiam.evaluate --export_dir=runs/fashion_mnist/export"),
@@ -24,6 +25,8 @@ TOOLS = (  # module, console script, what it does, an example
      "checkpoint).", "python -m tf_simsiam.export --model_dir=runs/fashion_mnist --export_dir=/tmp/encoder"),
     ("tf_simsiam.ablations", None, "Run the SimSiam paper's ablations and write their tables and plots.",
      "python -m tf_simsiam.ablations --suite=all"),
+    ("tf_simsiam.compare", "tf-simsiam-compare", "Train several methods on the same data and budget, evaluate each "
+     "the same way, and write their table and plots.", "python -m tf_simsiam.compare --budget=10m"),
 )
 
 FLAG_MODULES = {"tf_simsiam.export": "tf_simsiam.export.__main__"}  # a command apart from its library

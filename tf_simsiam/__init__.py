@@ -1,4 +1,5 @@
-"""tf_simsiam: SimSiam and SimCLR self-supervised representation learning in TensorFlow 2 / Keras 3."""
+"""tf_simsiam: SimSiam, SimCLR, BYOL, MoCo v2, Barlow Twins and VICReg self-supervised representation learning in
+TensorFlow 2 / Keras 3."""
 
 try:
     import tensorflow  # noqa: F401
@@ -8,7 +9,8 @@ except ModuleNotFoundError as error:  # tensorflow is an extra, so that CPU and 
         "'tf_simsiam[gpu]' (tensorflow[and-cuda]), or install a TensorFlow >= 2.21 build of your own") from error
 
 from tf_simsiam import data, distribute, losses, optim
-from tf_simsiam.models import SimCLR, SimSiam, backbones, heads
+from tf_simsiam.models import BYOL, BarlowTwins, MoCoV2, SimCLR, SimSiam, VICReg, backbones, heads
 
 __version__ = "0.2.0"
-__all__ = ["SimCLR", "SimSiam", "backbones", "data", "distribute", "heads", "losses", "optim"]
+__all__ = ["BYOL", "BarlowTwins", "MoCoV2", "SimCLR", "SimSiam", "VICReg", "backbones", "data", "distribute", "heads",
+           "losses", "optim"]

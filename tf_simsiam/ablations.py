@@ -20,12 +20,14 @@ import csv
 import json
 import math
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
+
+from tf_simsiam import run_dir as run_dir_lib  # noqa: E402
+from tf_simsiam.run_dir import read_flagfile  # noqa: E402
 
 # The paper's figures are ImageNet linear top-1 (%, 100 epochs), from its Fig. 2 and Tables 1-5, with the
 # outcome the paper reports for the variant: works, collapse, fails (no collapse, no learning) or unstable.
@@ -81,19 +83,6 @@ flags.DEFINE_string("output_dir", "runs/ablations", "Runs, table, plots and JSON
 FLAGS = flags.FLAGS
 
 
-def read_flagfile(path, extra=()):
-    """The settings of a flagfile and of `--set` items, as {name: value string}; later ones win."""
-    settings = {}
-    with open(path) as f:
-        items = [line.strip()[2:] for line in f if line.strip().startswith("--")]
-    for item in [*items, *extra]:
-        name, _, value = item.partition("=")
-        if not value and name.startswith("no"):
-            name, value = name[2:], "false"
-        settings[name] = value or "true"
-    return settings
-
-
 def _text(value):
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -118,26 +107,8 @@ def run_variant(run_dir, overrides, budget, base, extra):
     """Trains a variant into run_dir, unless it finished there before with the same settings (the base recipe's
     own settings included: a finished run of another recipe or budget is an error, not a result)."""
     settings = [f"--{k}={v}" for k, v in read_flagfile(base, extra).items()]
-    settings += [f"--epochs={budget}", *[f"--{k}={_text(v)}" for k, v in overrides.items()]]
-    record = os.path.join(run_dir, "variant.txt")
-    if os.path.exists(os.path.join(run_dir, "result.json")):
-        before = open(record).read().split("\n") if os.path.exists(record) else None
-        if before != settings:
-            raise SystemExit(f"error: {run_dir} holds a finished run of other settings (another recipe, --set or "
-                             f"--budget); choose another --output_dir or remove that folder")
-        return "done before"
-    os.makedirs(run_dir, exist_ok=True)
-    with open(record, "w") as f:
-        f.write("\n".join(settings))
-    cmd = [sys.executable, "-m", "tf_simsiam.train", f"--flagfile={base}", f"--epochs={budget}", "--knn_every=1",
-           f"--model_dir={run_dir}", *[f"--{item}" for item in extra],
-           *[f"--{k}={_text(v)}" for k, v in overrides.items()]]
-    print(" ".join(cmd[1:]), flush=True)
-    out = subprocess.run(cmd)
-    if out.returncode:
-        raise SystemExit(f"error: the variant in {run_dir} failed (exit {out.returncode}); run the suite again to "
-                         f"resume it")
-    return "ran"
+    settings += [f"--epochs={budget}", "--knn_every=1", *[f"--{k}={_text(v)}" for k, v in overrides.items()]]
+    return run_dir_lib.train_once(run_dir, settings, what="variant")
 
 
 def read_run(run_dir):

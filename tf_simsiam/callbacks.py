@@ -11,6 +11,7 @@
 - ViewPairs: writes an image grid of augmented view pairs to TensorBoard.
 """
 
+import csv
 import logging
 import math
 import os
@@ -108,23 +109,38 @@ class CollapseMonitor(keras.callbacks.Callback):
                         self.threshold, self.healthy)
 
 
-class EpochHistory(keras.callbacks.Callback):
-    """Appends one row per epoch to a CSV file (a resumed run goes on appending)."""
+def with_method_metrics(keys, model):
+    """`keys` and then the metrics of the model's method (TwoViewModel.extra_metrics: SimCLR's contrastive
+    accuracy, Barlow Twins' two terms, ...)."""
+    return tuple(keys) + tuple(m for m in getattr(model, "extra_metrics", ()) if m not in keys)
 
-    KEYS = ("loss", "z_std", "lr", "knn_top1", "feature_std", "contrastive_accuracy")
+
+class EpochHistory(keras.callbacks.Callback):
+    """Appends one row per epoch to a CSV file (a resumed run goes on appending): the epoch, its metrics, and
+    `seconds`, the run's wall time so far (the kNN evaluations included; a resumed run goes on from the last
+    row's)."""
+
+    KEYS = ("loss", "z_std", "lr", "knn_top1", "feature_std")  # then the method's own metrics, then seconds
 
     def __init__(self, path):
         super().__init__()
         self.path = path
+        before = 0.0
+        if os.path.exists(path):
+            with open(path) as f:
+                rows = list(csv.DictReader(f))
+            before = float(rows[-1].get("seconds") or 0) if rows else 0.0
+        self.start = time.time() - before
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        values = ["" if logs.get(k) is None else f"{float(np.mean(logs[k])):.6g}" for k in self.KEYS]
+        keys = with_method_metrics(self.KEYS, self.model)
+        values = ["" if logs.get(k) is None else f"{float(np.mean(logs[k])):.6g}" for k in keys]
         header = not os.path.exists(self.path)
         with open(self.path, "a") as f:
             if header:
-                f.write(",".join(("epoch",) + self.KEYS) + "\n")
-            f.write(",".join([str(epoch + 1)] + values) + "\n")
+                f.write(",".join(("epoch",) + keys + ("seconds",)) + "\n")
+            f.write(",".join([str(epoch + 1)] + values + [f"{time.time() - self.start:.1f}"]) + "\n")
 
 
 class StepHistory(keras.callbacks.Callback):
@@ -132,7 +148,7 @@ class StepHistory(keras.callbacks.Callback):
     z_std are the means over the steps since the row before (recovered from Keras' running means of the epoch),
     lr the step's own."""
 
-    KEYS = ("loss", "z_std", "lr", "contrastive_accuracy")
+    KEYS = ("loss", "z_std", "lr")  # then the method's own metrics
 
     def __init__(self, path, total_steps, points=200):
         super().__init__()
@@ -149,7 +165,7 @@ class StepHistory(keras.callbacks.Callback):
             return
         step = int(self.model.optimizer.iterations.numpy())
         row = [str(step)]
-        for key in self.KEYS:
+        for key in with_method_metrics(self.KEYS, self.model):
             if logs.get(key) is None:
                 row.append("")
                 continue
@@ -174,7 +190,7 @@ class StepHistory(keras.callbacks.Callback):
         header = not os.path.exists(self.path)
         with open(self.path, "a") as f:
             if header:
-                f.write(",".join(("step",) + self.KEYS) + "\n")
+                f.write(",".join(("step",) + with_method_metrics(self.KEYS, self.model)) + "\n")
             f.write("\n".join(self.rows) + "\n")
         self.rows = []
 

@@ -12,7 +12,8 @@ from tf_simsiam.data import pipeline, sources
 from tf_simsiam.models import METHODS, backbones, heads
 from tf_simsiam.models.simsiam import PREDICTORS
 
-DEFAULT_OPTIMIZERS = {"simsiam": "sgd", "simclr": "lars"}  # each paper's
+DEFAULT_OPTIMIZERS = {"simsiam": "sgd", "simclr": "lars", "byol": "lars", "mocov2": "sgd", "barlow": "lars",
+                      "vicreg": "lars"}  # each paper's
 
 
 def _one_of(name, value, allowed):
@@ -43,7 +44,7 @@ class PretrainConfig:
     pred_dim: int = 512
     proj_layers: int = 3
     fix_pred_lr: bool = True
-    init_from: str = ""  # an export directory (MODEL_DIR/export): the backbone starts from its weights
+    init_from: str = ""  # an export directory (MODEL_DIR/export) or pretrained:NAME: the backbone starts from it
     # SimSiam's ablations (the paper's defaults): Fig. 2, Tables 1, 3, 4, 5
     stop_gradient: bool = True
     predictor: str = "mlp"  # mlp | none | fixed_random
@@ -54,12 +55,21 @@ class PretrainConfig:
     similarity: str = "cosine"  # cosine | cross_entropy
     symmetric: bool = True
     temperature: float = 0.5  # SimCLR's NT-Xent
+    hidden_dim: int = 4096  # BYOL: the hidden width of its projector and predictor (proj_dim: their output, 256)
+    byol_tau: float = 0.996  # BYOL: the target decay at the first step, rising to 1 on a cosine
+    queue_size: int = 65536  # MoCo v2: the keys kept as negatives (K)
+    moco_momentum: float = 0.999  # MoCo v2: the key encoder's moving average (m)
+    moco_temperature: float = 0.2  # MoCo v2: InfoNCE's temperature
+    barlow_lambda: float = 5e-3  # Barlow Twins' off-diagonal weight
+    vicreg_sim_coeff: float = 25.0  # VICReg's invariance, variance and covariance weights (lambda, mu, nu)
+    vicreg_std_coeff: float = 25.0
+    vicreg_cov_coeff: float = 1.0
     # optimisation (the SimSiam paper's ImageNet recipe)
     batch_size: int = 512
     epochs: int = 100
     steps_per_epoch: int = 0  # 0: every image once per epoch
     time_budget: str = ""  # e.g. "10m": epochs, steps and schedule fitted to it (time_budget.py); "": --epochs
-    optimizer: str = ""  # "": the method's own (SimSiam: sgd, SimCLR: lars)
+    optimizer: str = ""  # "": the method's own (DEFAULT_OPTIMIZERS)
     base_lr: float = 0.05
     lr_scaling: str = "linear"
     weight_decay: float = 1e-4
@@ -90,14 +100,17 @@ class PretrainConfig:
 
     # settings that must match for a model_dir to be resumed
     MODEL_KEYS = ("stop_gradient", "predictor", "proj_bn", "pred_bn", "proj_bn_affine", "pred_bn_affine",
-                  "similarity", "symmetric", "method", "temperature", "optimizer", "lr_scaling", "color_strength",
+                  "similarity", "symmetric", "method", "temperature", "hidden_dim", "byol_tau", "queue_size",
+                  "moco_momentum", "moco_temperature", "barlow_lambda", "vicreg_sim_coeff",
+                  "vicreg_std_coeff", "vicreg_cov_coeff", "optimizer", "lr_scaling", "color_strength",
                   "dataset", "image_size", "backbone", "width", "proj_dim", "pred_dim", "proj_layers",
                   "batch_size", "epochs", "steps_per_epoch", "time_budget", "base_lr", "weight_decay", "momentum",
                   "warmup_epochs", "seed", "augment", "crop_min_scale", "max_side")
 
     def validate(self):
         """Raises ValueError naming the setting (the CLI flag of the same name) at fault."""
-        positive = ("width", "proj_dim", "pred_dim", "proj_layers", "batch_size", "epochs", "knn_k")
+        positive = ("width", "proj_dim", "pred_dim", "hidden_dim", "queue_size", "moco_temperature", "proj_layers",
+                    "batch_size", "epochs", "knn_k")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
@@ -129,6 +142,17 @@ class PretrainConfig:
         _one_of("similarity", self.similarity, tuple(losses.SIMILARITIES))
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+        for name in ("byol_tau", "moco_momentum"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name} must be in [0, 1], got {getattr(self, name)}")
+        keys_per_step = self.batch_size * (2 if self.symmetric else 1)
+        if self.method == "mocov2" and self.queue_size < keys_per_step:
+            raise ValueError(f"--queue_size={self.queue_size} is smaller than the {keys_per_step} keys a step "
+                             f"enqueues (--batch_size={self.batch_size}"
+                             f"{', both views: --symmetric' if self.symmetric else ''})")
+        for name in ("barlow_lambda", "vicreg_sim_coeff", "vicreg_std_coeff", "vicreg_cov_coeff"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if self.color_strength < 0:
             raise ValueError(f"--color_strength must be >= 0, got {self.color_strength}")
         _one_of("precision", self.precision, distribute.PRECISIONS)

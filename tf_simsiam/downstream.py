@@ -17,7 +17,7 @@ import time
 import keras
 import numpy as np
 
-from tf_simsiam import evaluation, report
+from tf_simsiam import evaluation, pretrained, report
 from tf_simsiam.data import sources
 from tf_simsiam.models import backbones
 
@@ -108,6 +108,7 @@ def _splits(config, image_size):
 
 def evaluate(config):
     """Runs the configured protocols and baselines; returns the result rows and writes the report."""
+    config = dataclasses.replace(config, export_dir=pretrained.resolve(config.export_dir, "--export_dir"))
     config.validate()
     encoder_config = None
     if config.export_dir:

@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
+from tf_simsiam import pretrained  # noqa: E402
 from tf_simsiam.downstream import BASELINES, PROTOCOLS, EvaluateConfig  # noqa: E402
 
 D = EvaluateConfig()
@@ -20,7 +21,9 @@ flags.DEFINE_list("protocol", list(D.protocols), f"Protocols, comma-separated, a
                   "(cosine k=200 t=0.1 weighted, and plain majority kNN), linear (frozen encoder, the paper's LARS "
                   "probe), finetune (the whole backbone), supervised (the same architecture from scratch).")
 flags.DEFINE_string("export_dir", D.export_dir, "The exported encoder (saved_model/, encoder.weights.h5, "
-                    "encoder.json) from python -m tf_simsiam.train or tf_simsiam.export.")
+                    "encoder.json) from python -m tf_simsiam.train or tf_simsiam.export, or pretrained:NAME, an "
+                    f"encoder shipped with tf_simsiam ({', '.join(pretrained.NAMES)}). Alias: --init_from.")
+flags.DEFINE_alias("init_from", "export_dir")
 flags.DEFINE_list("baselines", list(D.baselines), f"Baselines for knn and linear, among {', '.join(BASELINES)} "
                   "(raw pixels; a randomly initialised encoder of the same architecture); empty for none.")
 flags.DEFINE_string("dataset", D.dataset, "fashion_mnist, tfds:NAME or folder:PATH (labelled; as for training).")

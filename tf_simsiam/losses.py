@@ -1,4 +1,4 @@
-"""The SimSiam objective (the paper's Algorithm 1).
+"""The methods' objectives: SimSiam's (the paper's Algorithm 1, below), SimCLR's NT-Xent, Barlow Twins' and VICReg's.
 
     D(p, z) = -<p / ||p||, z / ||z||>            (negative cosine similarity)
     L       = D(p1, sg(z2)) / 2 + D(p2, sg(z1)) / 2
@@ -49,6 +49,15 @@ def simsiam_loss(p1, p2, z1, z2, stop_gradient=True, symmetric=True, similarity=
     if not symmetric:
         return distance(p1, z2)
     return 0.5 * distance(p1, z2) + 0.5 * distance(p2, z1)
+
+
+def byol_loss(p1, p2, target_z1, target_z2):
+    """BYOL's symmetric loss (Grill et al., 2020, Eq. 2 and its symmetrised sum): the online predictions against
+    the target projections of the other view, 2 - 2 cos each, averaged over the batch and summed over the two
+    directions (in [0, 8]). The targets get no gradient."""
+    target_z1, target_z2 = tf.stop_gradient(target_z1), tf.stop_gradient(target_z2)
+    return (2.0 + 2.0 * negative_cosine_similarity(p1, target_z2)) + (
+        2.0 + 2.0 * negative_cosine_similarity(p2, target_z1))
 
 
 def std_of_l2_normalized(z):
@@ -123,3 +132,87 @@ def nt_xent(z1, z2, temperature=0.5):
     """
     logits, positive = nt_xent_logits(z1, z2, temperature)
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(positive, logits))
+
+
+# --- MoCo v2 --------------------------------------------------------------------------------------------------------
+
+def moco_logits(q, k, queue, temperature=0.2):
+    """Logits (n, 1 + K) of MoCo's InfoNCE (He et al., 2020, Eq. 1; Algorithm 1): each l2-normalised query
+    against its key (column 0, the positive) and the K keys of the queue (negatives), over `temperature`. The keys
+    get no gradient; float32."""
+    q = tf.math.l2_normalize(tf.cast(q, tf.float32), axis=-1)
+    k = tf.stop_gradient(tf.math.l2_normalize(tf.cast(k, tf.float32), axis=-1))
+    positive = tf.reduce_sum(q * k, axis=-1, keepdims=True)
+    negative = tf.matmul(q, tf.stop_gradient(tf.cast(queue, tf.float32)), transpose_b=True)
+    return tf.concat([positive, negative], axis=1) / temperature
+
+
+def moco_loss(q, k, queue, temperature=0.2):
+    """(loss, accuracy): the cross-entropy of each query picking its key among the key and the queue, averaged
+    over the queries, and the fraction that score their key highest."""
+    logits = moco_logits(q, k, queue, temperature)
+    labels = tf.zeros(tf.shape(logits)[:1], tf.int32)
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+    accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), 0), tf.float32))
+    return loss, accuracy
+
+
+# --- Barlow Twins and VICReg ----------------------------------------------------------------------------------------
+
+def off_diagonal(matrix):
+    """The square matrix with its diagonal set to zero."""
+    return matrix - tf.linalg.diag(tf.linalg.diag_part(matrix))
+
+
+def barlow_twins_loss(z1, z2, lambd=5e-3, eps=1e-5):
+    """Barlow Twins (Zbontar et al., 2021, Algorithm 1): (loss, on-diagonal term, off-diagonal term).
+
+        z_norm = (z - z.mean(0)) / z.std(0)          # per dimension, over the batch
+        c = z1_norm.T @ z2_norm / N                  # D x D cross-correlation
+        loss = sum_i (1 - c_ii)^2 + lambd * sum_{i != j} c_ij^2
+
+    Normalised as the official code does, with a BN without scale and shift (biased variance, eps 1e-5); the
+    pseudo-code's `std` would be PyTorch's unbiased one. Under a distribution strategy the embeddings of every
+    replica are gathered (cross_replica_concat), so c is that of the global batch and every replica's loss is the
+    global one. Math in float32.
+    """
+    z1, z2 = (cross_replica_concat(tf.cast(z, tf.float32)) for z in (z1, z2))
+
+    def normalised(z):
+        mean, variance = tf.nn.moments(z, axes=[0])
+        return (z - mean) * tf.math.rsqrt(variance + eps)
+
+    c = tf.matmul(normalised(z1), normalised(z2), transpose_a=True) / tf.cast(tf.shape(z1)[0], tf.float32)
+    on_diagonal = tf.reduce_sum(tf.square(tf.linalg.diag_part(c) - 1.0))
+    off_diagonal_term = tf.reduce_sum(tf.square(off_diagonal(c)))
+    return on_diagonal + lambd * off_diagonal_term, on_diagonal, off_diagonal_term
+
+
+def vicreg_loss(z1, z2, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, eps=1e-4):
+    """VICReg (Bardes et al., 2022, Algorithm 1): (loss, invariance, variance, covariance).
+
+        invariance = mean((z1 - z2)^2)
+        variance   = mean_j relu(1 - sqrt(var(z1_j) + eps)) + the same of z2         (unbiased variance)
+        covariance = sum_{i != j} cov(z1)_ij^2 / D + the same of z2                     (cov over N - 1)
+        loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+
+    as the paper writes it (the official code halves the variance term). Under a distribution strategy the
+    variance and covariance are those of the global batch (the embeddings of every replica gathered, as the
+    official code does); the invariance is this replica's mean, whose mean over replicas is the global one.
+    Math in float32.
+    """
+    z1, z2 = tf.cast(z1, tf.float32), tf.cast(z2, tf.float32)
+    invariance = tf.reduce_mean(tf.square(z1 - z2))
+
+    def variance_and_covariance(z):
+        z = cross_replica_concat(z)
+        n, d = tf.cast(tf.shape(z)[0], tf.float32), tf.cast(tf.shape(z)[1], tf.float32)
+        z = z - tf.reduce_mean(z, axis=0)
+        std = tf.sqrt(tf.reduce_sum(tf.square(z), axis=0) / (n - 1.0) + eps)
+        covariance = tf.matmul(z, z, transpose_a=True) / (n - 1.0)
+        return tf.reduce_mean(tf.nn.relu(1.0 - std)), tf.reduce_sum(tf.square(off_diagonal(covariance))) / d
+
+    (variance1, covariance1), (variance2, covariance2) = variance_and_covariance(z1), variance_and_covariance(z2)
+    variance, covariance = variance1 + variance2, covariance1 + covariance2
+    loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+    return loss, invariance, variance, covariance

@@ -18,11 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_simsiam import callbacks, distribute, evaluation, export, losses, optim, run_dir, time_budget
+from tf_simsiam import callbacks, distribute, evaluation, export, losses, optim, pretrained, run_dir, time_budget
 from tf_simsiam.config import PretrainConfig  # noqa: F401 (the runner's config, importable from here too)
 from tf_simsiam.data import augment as augment_lib
 from tf_simsiam.data import pipeline, sources
-from tf_simsiam.models import SimCLR, SimSiam, backbones
+from tf_simsiam.models import BYOL, BarlowTwins, MoCoV2, SimCLR, SimSiam, VICReg, backbones
 from tf_simsiam.models.two_views import as_float
 
 log = logging.getLogger("tf_simsiam")
@@ -143,7 +143,7 @@ def init_encoder_config(export_dir, enc_config):
 
 def build_model(config, enc_config, steps_per_epoch, sync_bn=False, jit_compile=False, steps_per_execution=1,
                 warmup_steps=None):
-    """The compiled SimSiam or SimCLR model of a config; call it under strategy.scope() to distribute it. The
+    """The compiled model of a config's method; call it under strategy.scope() to distribute it. The
     learning rate warms up over `warmup_steps` (default: config.warmup_epochs of steps_per_epoch), then decays
     to 0 at config.epochs * steps_per_epoch."""
     backbone = backbones.from_encoder_config(enc_config, sync_bn)
@@ -153,6 +153,20 @@ def build_model(config, enc_config, steps_per_epoch, sync_bn=False, jit_compile=
     if config.method == "simclr":
         model = SimCLR(backbone, proj_dim=config.proj_dim, proj_layers=config.proj_layers,
                        temperature=config.temperature, sync_bn=sync_bn, augment=augment)
+    elif config.method == "byol":
+        model = BYOL(backbone, proj_dim=config.proj_dim, hidden_dim=config.hidden_dim, tau_base=config.byol_tau,
+                     total_steps=config.epochs * steps_per_epoch, sync_bn=sync_bn, augment=augment)
+    elif config.method == "mocov2":
+        model = MoCoV2(backbone, proj_dim=config.proj_dim, queue_size=config.queue_size,
+                       momentum=config.moco_momentum, temperature=config.moco_temperature,
+                       symmetric=config.symmetric, seed=config.seed, augment=augment)
+    elif config.method == "barlow":
+        model = BarlowTwins(backbone, proj_dim=config.proj_dim, proj_layers=config.proj_layers,
+                            lambd=config.barlow_lambda, sync_bn=sync_bn, augment=augment)
+    elif config.method == "vicreg":
+        model = VICReg(backbone, proj_dim=config.proj_dim, proj_layers=config.proj_layers,
+                       sim_coeff=config.vicreg_sim_coeff, std_coeff=config.vicreg_std_coeff,
+                       cov_coeff=config.vicreg_cov_coeff, sync_bn=sync_bn, augment=augment)
     else:
         model = SimSiam(backbone, proj_dim=config.proj_dim, pred_dim=config.pred_dim,
                         proj_layers=config.proj_layers, fix_predictor_lr=config.fix_pred_lr, sync_bn=sync_bn,
@@ -212,8 +226,9 @@ def pretrain(config):
     if config.steps_per_epoch:
         steps_per_pass = min(steps_per_pass, config.steps_per_epoch)
     enc_config = encoder_config(config, train)
-    if config.init_from:
-        enc_config = init_encoder_config(config.init_from, enc_config)
+    init_dir = pretrained.resolve(config.init_from)  # pretrained:NAME, a shipped encoder, or an export directory
+    if init_dir:
+        enc_config = init_encoder_config(init_dir, enc_config)
         log.info("backbone initialised from %s (unless a checkpoint is resumed)", config.init_from)
     if chief:
         run_dir.prepare(model_dir)
@@ -233,8 +248,8 @@ def pretrain(config):
             model = build_model(run_config, enc_config, steps_per_epoch, sync_bn=sync_bn, jit_compile=jit_compile,
                                 steps_per_execution=steps_per_execution, warmup_steps=warmup_steps)
             model.optimizer.build(model.trainable_variables)
-            if config.init_from:  # a checkpoint, when the run resumes, replaces these weights
-                model.backbone.load_weights(os.path.join(config.init_from, export.WEIGHTS_FILE))
+            if init_dir:  # a checkpoint, when the run resumes, replaces these weights
+                model.backbone.load_weights(os.path.join(init_dir, export.WEIGHTS_FILE))
         return model, steps_per_execution
 
     knn = None
@@ -333,7 +348,7 @@ def pretrain(config):
         "steps_per_execution": steps_per_execution, "resumed_from_epoch": initial_epoch,
         "resumed_from_step": start_step,
         "final_loss": _last(history.get("loss")), "final_z_std": _last(history.get("z_std")),
-        "final_contrastive_accuracy": _last(history.get("contrastive_accuracy")),
+        **{f"final_{name}": _last(history.get(name)) for name in ("contrastive_accuracy", *model.extra_metrics)},
         "z_std_healthy": 1 / math.sqrt(config.proj_dim), "collapsed_epochs": collapse.collapsed_epochs,
         "knn_top1": knn.history[-1][1] if knn and knn.history else None,
         "knn_top1_per_epoch": knn.history if knn else [],

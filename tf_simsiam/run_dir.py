@@ -15,6 +15,8 @@ import logging
 import math
 import os
 import re
+import subprocess
+import sys
 import tempfile
 
 import keras
@@ -177,3 +179,40 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             step = int(self.model.optimizer.iterations.numpy())
             raise TrainingDiverged(f"the loss is {loss} at step {step}: training diverged and was stopped. "
                                    f"{self.advice}".strip())
+
+
+def read_flagfile(path, extra=()):
+    """The settings of a flagfile and of `--set` items, as {name: value string}; later ones win."""
+    settings = {}
+    with open(path) as f:
+        items = [line.strip()[2:] for line in f if line.strip().startswith("--")]
+    for item in [*items, *extra]:
+        name, _, value = item.partition("=")
+        if not value and name.startswith("no"):
+            name, value = name[2:], "false"
+        settings[name] = value or "true"
+    return settings
+
+
+def train_once(model_dir, settings, what="run"):
+    """Runs `python -m tf_simsiam.train` with the flags `settings` into model_dir, unless a run with the same
+    settings finished there before (its result.json exists): returns "ran" or "done before". A finished run of
+    other settings there, or a failed run, is a SystemExit naming the folder; running the same again resumes an
+    interrupted run (the settings are kept in model_dir/variant.txt)."""
+    record = os.path.join(model_dir, "variant.txt")
+    if os.path.exists(os.path.join(model_dir, "result.json")):
+        before = open(record).read().split("\n") if os.path.exists(record) else None
+        if before != list(settings):
+            raise SystemExit(f"error: {model_dir} holds a finished run of other settings (another recipe, --set or "
+                             f"--budget); choose another --output_dir or remove that folder")
+        return "done before"
+    os.makedirs(model_dir, exist_ok=True)
+    with open(record, "w") as f:
+        f.write("\n".join(settings))
+    cmd = [sys.executable, "-m", "tf_simsiam.train", *settings, f"--model_dir={model_dir}"]
+    print(" ".join(cmd[1:]), flush=True)
+    out = subprocess.run(cmd)
+    if out.returncode:
+        raise SystemExit(f"error: the {what} in {model_dir} failed (exit {out.returncode}); run the same command "
+                         f"again to resume it")
+    return "ran"

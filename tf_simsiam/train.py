@@ -13,15 +13,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO line
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
-from tf_simsiam import distribute, export, losses, models, optim  # noqa: E402
+from tf_simsiam import distribute, export, losses, models, optim, pretrained  # noqa: E402
 from tf_simsiam.config import PretrainConfig  # noqa: E402
 from tf_simsiam.data import augment, pipeline, sources  # noqa: E402
 from tf_simsiam.models import heads, simsiam  # noqa: E402
 
 D = PretrainConfig()  # defaults live in one place: the config
 
-flags.DEFINE_enum("method", D.method, list(models.METHODS), "SimSiam (stop-gradient + predictor, SGD) or "
-                  "SimCLR (NT-Xent with negatives from the whole global batch, LARS).")
+flags.DEFINE_enum("method", D.method, list(models.METHODS), "simsiam (stop-gradient + predictor, SGD), simclr "
+                  "(NT-Xent with negatives from the whole global batch, LARS), byol (a predictor against a "
+                  "moving-average target network, LARS), mocov2 (InfoNCE against a momentum key encoder and a queue of "
+                  "negatives, SGD), barlow (Barlow Twins: the views' cross-correlation made "
+                  "the identity, LARS) or vicreg (invariance, variance and covariance terms, LARS).")
 flags.DEFINE_string("dataset", D.dataset, "fashion_mnist (offline: Debian package dataset-fashion-mnist), "
                     "tfds:NAME (TensorFlow Datasets) or folder:PATH (JPEG/PNG/BMP/GIF; class sub-folders "
                     "give labels).")
@@ -55,11 +58,15 @@ flags.DEFINE_string("backbone", D.backbone, "resnet18 (CIFAR stem, --width), res
                     "keras:ConvNeXtTiny), random weights, with its own preprocessing.")
 flags.DEFINE_integer("width", D.width, "ResNet-18 width (channels of the first stage; the paper: 64).",
                      lower_bound=1)
-flags.DEFINE_integer("proj_dim", D.proj_dim, "SimSiam: projector width and output dimension (2048); SimCLR: "
-                     "head output dimension (128; its hidden width is the backbone's).", lower_bound=1)
+flags.DEFINE_integer("proj_dim", D.proj_dim, "SimSiam: projector width and output dimension (2048); SimCLR and "
+                     "MoCo v2: head output dimension (128; its hidden width is the backbone's); Barlow Twins and "
+                     "VICReg: projector width and output dimension (8192); BYOL: output of the projector and "
+                     "predictor (256).", lower_bound=1)
+flags.DEFINE_integer("hidden_dim", D.hidden_dim, "BYOL: hidden width of the projector and predictor (4096).",
+                     lower_bound=1)
 flags.DEFINE_integer("pred_dim", D.pred_dim, "Predictor bottleneck width (the paper: 512).", lower_bound=1)
 flags.DEFINE_integer("proj_layers", D.proj_layers, "Projector layers: SimSiam 3 (ImageNet) or 2 (CIFAR); "
-                     "SimCLR 2 (v1) or 3 (v2).",
+                     "SimCLR 2 (v1) or 3 (v2); Barlow Twins and VICReg 3.",
                      lower_bound=1)
 flags.DEFINE_bool("stop_gradient", D.stop_gradient, "SimSiam's stop-gradient on the target branch (off: the "
                   "paper's Fig. 2 collapse).")
@@ -75,11 +82,29 @@ flags.DEFINE_bool("pred_bn_affine", D.pred_bn_affine, "With --pred_bn=all: a lea
                   "predictor's output BN (PyTorch's default BatchNorm1d; the paper gives no code for this variant).")
 flags.DEFINE_enum("similarity", D.similarity, list(losses.SIMILARITIES), "SimSiam's D: negative cosine or the "
                   "softmax cross-entropy variant (the paper's Table 4).")
-flags.DEFINE_bool("symmetric", D.symmetric, "SimSiam's symmetrised loss (off: D(p1, sg(z2)) only, Table 5).")
+flags.DEFINE_bool("symmetric", D.symmetric, "SimSiam's symmetrised loss (off: D(p1, sg(z2)) only, Table 5); "
+                  "MoCo v2: both views as queries (as SimSiam's Table 4), off: MoCo's one direction.")
 flags.DEFINE_float("temperature", D.temperature, "SimCLR's NT-Xent temperature (0.5 CIFAR-10, 0.1 ImageNet).",
                    lower_bound=1e-6)
+flags.DEFINE_float("byol_tau", D.byol_tau, "BYOL: the target network's decay at the first step, rising to 1 "
+                   "on a cosine over the run (the paper: 0.996).", lower_bound=0, upper_bound=1)
+flags.DEFINE_integer("queue_size", D.queue_size, "MoCo v2: the keys kept as negatives (the paper: 65536); at "
+                     "least the keys of a step (the global batch, twice with --symmetric).", lower_bound=1)
+flags.DEFINE_float("moco_momentum", D.moco_momentum, "MoCo v2: the key encoder's moving-average momentum m (the "
+                   "paper: 0.999).", lower_bound=0, upper_bound=1)
+flags.DEFINE_float("moco_temperature", D.moco_temperature, "MoCo v2: InfoNCE's temperature (the paper: 0.2).",
+                   lower_bound=1e-6)
+flags.DEFINE_float("barlow_lambda", D.barlow_lambda, "Barlow Twins' weight of the off-diagonal terms (the paper: "
+                   "5e-3).", lower_bound=0)
+flags.DEFINE_float("vicreg_sim_coeff", D.vicreg_sim_coeff, "VICReg's weight of the invariance term (lambda: 25).",
+                   lower_bound=0)
+flags.DEFINE_float("vicreg_std_coeff", D.vicreg_std_coeff, "VICReg's weight of the variance term (mu: 25).",
+                   lower_bound=0)
+flags.DEFINE_float("vicreg_cov_coeff", D.vicreg_cov_coeff, "VICReg's weight of the covariance term (nu: 1).",
+                   lower_bound=0)
 flags.DEFINE_string("init_from", D.init_from, "An export directory (a run's MODEL_DIR/export, or "
-                    "tf_simsiam.export's --export_dir): the backbone starts from its weights and takes its "
+                    "tf_simsiam.export's --export_dir) or pretrained:NAME, an encoder shipped with tf_simsiam "
+                    f"({', '.join(pretrained.NAMES)}): the backbone starts from its weights and takes its "
                     "normalisation; --backbone, --width and the image size must be the export's. The heads start "
                     "from scratch. Empty: a random initialisation.")
 flags.DEFINE_bool("fix_pred_lr", D.fix_pred_lr, "Keep the predictor at the initial learning rate (the paper).")
@@ -93,7 +118,7 @@ flags.DEFINE_string("time_budget", D.time_budget, "Wall time for the whole run, 
                     "trains and --warmup_epochs / --epochs the warmup's share. Recorded in config.json: a resumed "
                     "run keeps the plan. Empty: train --epochs.")
 flags.DEFINE_enum("optimizer", D.optimizer or None, list(optim.OPTIMIZERS), "SGD with momentum and coupled weight "
-                  "decay, or LARS (BN and biases excluded); default: sgd for SimSiam, lars for SimCLR.")
+                  "decay, or LARS (BN and biases excluded); default: sgd for SimSiam, lars for the others.")
 flags.DEFINE_float("base_lr", D.base_lr, "Base learning rate: lr = base_lr * batch_size / 256 (linear "
                    "scaling) or base_lr * sqrt(batch_size) (--lr_scaling=sqrt).")
 flags.DEFINE_enum("lr_scaling", D.lr_scaling, list(optim.LR_SCALINGS), "How the learning rate grows with the batch: "

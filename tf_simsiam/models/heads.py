@@ -1,4 +1,5 @@
-"""The projector and predictor MLPs of SimSiam (paper Sec. 4 and the official code).
+"""The methods' MLP heads: SimSiam's projector and predictor (paper Sec. 4 and the official code), SimCLR's
+projection head, the projector of Barlow Twins and VICReg, and BYOL's MLPs.
 
 projector (proj_layers=3, the ImageNet recipe; 2 for CIFAR):
     [Linear(no bias) -> BN -> ReLU] x (proj_layers - 1) -> Linear(no bias) -> BN(no affine)
@@ -87,3 +88,33 @@ def simclr_projector(hidden_dim, out_dim=128, layers=2, sync_bn="auto", name="pr
     stack += [_linear(out_dim, use_bias=False, name=f"linear{layers}"),
               batch_norm(sync_bn, center=False, name=f"bn{layers}")]
     return keras.Sequential(stack, name=name)
+
+
+def mlp_projector(proj_dim=8192, proj_layers=3, sync_bn="auto", name="projector"):
+    """The projector of Barlow Twins and VICReg (VICReg's "expander"): [Linear(no bias) -> BN -> ReLU] x
+    (proj_layers - 1) -> Linear(proj_dim, no bias), every layer proj_dim wide (3 x 8192 in both papers). VICReg's
+    official hidden layers keep a bias, which the BN after them cancels."""
+    _check_positive(proj_dim=proj_dim, proj_layers=proj_layers)
+    stack = []
+    for i in range(proj_layers - 1):
+        stack += [_linear(proj_dim, use_bias=False, name=f"linear{i + 1}"), batch_norm(sync_bn, name=f"bn{i + 1}"),
+                  keras.layers.ReLU(name=f"relu{i + 1}")]
+    stack.append(_linear(proj_dim, use_bias=False, name=f"linear{proj_layers}"))
+    return keras.Sequential(stack, name=name)
+
+
+def byol_mlp(hidden_dim=4096, out_dim=256, sync_bn="auto", name="projector"):
+    """BYOL's projector and predictor: Linear(hidden_dim, no bias) -> BN -> ReLU -> Linear(out_dim) (4096 and 256
+    in the paper; the bias the first Linear has there is cancelled by the BN after it)."""
+    _check_positive(hidden_dim=hidden_dim, out_dim=out_dim)
+    return keras.Sequential([_linear(hidden_dim, use_bias=False, name="linear1"), batch_norm(sync_bn, name="bn1"),
+                             keras.layers.ReLU(name="relu1"), _linear(out_dim, use_bias=True, name="linear2")],
+                            name=name)
+
+
+def mocov2_head(hidden_dim=2048, out_dim=128, name="projector"):
+    """MoCo v2's MLP head: Linear(hidden_dim) -> ReLU -> Linear(out_dim), with biases and no BN (the hidden width
+    is the backbone's feature width, 2048 for a ResNet-50)."""
+    _check_positive(hidden_dim=hidden_dim, out_dim=out_dim)
+    return keras.Sequential([_linear(hidden_dim, use_bias=True, name="linear1"), keras.layers.ReLU(name="relu1"),
+                             _linear(out_dim, use_bias=True, name="linear2")], name=name)

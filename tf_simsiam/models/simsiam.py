@@ -14,7 +14,7 @@ import tensorflow as tf
 from tf_simsiam import losses, optim
 from tf_simsiam.models import heads
 from tf_simsiam.models.batch_norm import views_in_batch
-from tf_simsiam.models.two_views import TwoViewModel, statistics_per_view_in_one_pass
+from tf_simsiam.models.two_views import TwoViewModel, frozen, statistics_per_view_in_one_pass
 
 
 PREDICTORS = ("mlp", "none", "fixed_random")  # the paper's h, no h (p = z), a fixed random h (Table 1)
@@ -81,11 +81,8 @@ class SimSiam(TwoViewModel):
                                                         *([self.predictor] if self.predictor else []))
         if predictor == "fixed_random":
             # The paper's fixed random h keeps its initial weights, while its BN still normalises with the
-            # batch's statistics in training, as a PyTorch module in train() mode whose parameters have
-            # requires_grad=False. A Keras layer set to trainable=False would run its BN in inference mode
-            # instead (with the initial moving statistics, BN the identity), so the variables are frozen one by one.
-            for variable in self.predictor.trainable_variables:
-                variable.trainable = False
+            # batch's statistics in training.
+            frozen(self.predictor)
 
     def build(self, input_shape):
         features = self.backbone.output_shape[-1]

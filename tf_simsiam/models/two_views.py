@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from tf_simsiam import distribute, losses
-from tf_simsiam.models.batch_norm import BatchNormalization
+from tf_simsiam.models.batch_norm import BatchNormalization, views_in_batch
 
 
 def split_views(data):
@@ -41,6 +41,38 @@ def statistics_per_view_in_one_pass(*networks):
     when both views go through as one batch (batch_norm.views_in_batch); Keras' own would mix the two views."""
     return all(isinstance(layer, BatchNormalization) for network in networks
                for layer in network._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization))
+
+
+def frozen(network):
+    """`network` with each variable frozen one by one: out of the optimizer's reach, while BN still normalises with
+    the batch's statistics in training, as a PyTorch module in train() mode whose parameters have
+    requires_grad=False (a Keras layer set to trainable=False would run its BN in inference mode instead)."""
+    for variable in network.trainable_variables:
+        variable.trainable = False
+    return network
+
+
+def momentum_pairs(targets, onlines, statistics=False):
+    """(target variable, online variable) of each (target network, online network) pair of the same architecture:
+    the parameters a moving average covers, and with `statistics` the BN moving statistics too (a momentum
+    network's own otherwise, kept by its forward passes as the buffers of a PyTorch one; training never reads
+    them)."""
+    pairs = [pair for target, online in zip(targets, onlines) for pair in zip(target.weights, online.weights)]
+    return [(target, online) for target, online in pairs if statistics or online.trainable]
+
+
+def momentum_copy(targets, onlines):
+    """Starts each target network as a copy of its online one, then freezes it (`frozen`)."""
+    for target, online in momentum_pairs(targets, onlines, statistics=True):
+        target.assign(online)
+    for target in targets:
+        frozen(target)
+
+
+def momentum_update(pairs, decay):
+    """The moving average of BYOL's target and MoCo's key encoder: target = decay * target + (1 - decay) * online."""
+    for target, online in pairs:
+        target.assign(tf.cast(decay, target.dtype) * target + tf.cast(1.0 - decay, target.dtype) * online)
 
 
 def check_backbone(backbone):
@@ -99,6 +131,23 @@ class TwoViewModel(keras.Model):
         """Returns (loss, z of view 1, {extra metric: value})."""
         raise NotImplementedError
 
+    def embed_per_view(self, x1, x2, networks, training=True):
+        """(out1, out2): each view through `networks` in turn (the first: a backbone), BN taking its statistics per
+        view (the papers' two forward passes): as one batch of 2B where every BN can take them per view
+        (batch_norm.views_in_batch), else in two passes."""
+        def chain(x):
+            for network in networks:
+                x = network(x, training=training)
+            return x
+        if statistics_per_view_in_one_pass(*networks):
+            with views_in_batch(2):
+                out1, out2 = tf.split(chain(tf.concat([x1, x2], 0)), 2)
+            return out1, out2
+        return chain(x1), chain(x2)
+
+    def after_update(self):
+        """What a method does after each optimizer update (BYOL: its target's moving average)."""
+
     def _views(self, data, step):
         if self.augment is not None and (isinstance(data, dict) or (
                 not isinstance(data, (tuple, list)) and data.shape.rank == 4)):
@@ -134,6 +183,7 @@ class TwoViewModel(keras.Model):
         learning_rate = self.optimizer.learning_rate
         gradients = tape.gradient(replica_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
+        self.after_update()
         logs = self._logs(loss, z1, extra)
         logs["lr"] = tf.cast(learning_rate, tf.float32)
         return self._reducible(logs)
