@@ -149,3 +149,16 @@ def test_cli_trains_resumes_byol_with_its_target_and_exports_the_online_backbone
     (run / "checkpoints" / "step-6.weights.h5").unlink()  # the last checkpoint lost: resume from epoch 1's
     out = cli(run, *flags)
     assert "resuming at step 3 of 6" in out.stderr
+
+
+def test_weights_loaded_into_the_online_backbone_restart_the_target_from_them(tmp_path):
+    # as --init_from does: the target must start from the loaded weights, not from the random ones
+    donor, model = tiny(), tiny()
+    path = str(tmp_path / "backbone.weights.h5")
+    donor.backbone.save_weights(path)
+    model.backbone.load_weights(path)
+    assert not np.array_equal(model.target_backbone.weights[0].numpy(), model.backbone.weights[0].numpy())
+    model.restart_momentum_networks()
+    for target, online in model.target_pairs(statistics=True):
+        np.testing.assert_array_equal(target.numpy(), online.numpy())
+    assert not model.target_backbone.trainable_variables  # still frozen

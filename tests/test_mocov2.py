@@ -203,3 +203,14 @@ def test_cli_trains_monitors_resumes_and_exports_mocov2(tmp_path):
     assert "resuming at step 3 of 6" in out.stderr
     out = cli(tmp_path / "small", "--method=mocov2", "--queue_size=100", check=False)  # 128 keys a step
     assert out.returncode != 0 and "--queue_size=100" in out.stderr
+
+
+def test_weights_loaded_into_the_query_backbone_restart_the_key_encoder_from_them(tmp_path):
+    donor, model = tiny(), tiny()
+    path = str(tmp_path / "backbone.weights.h5")
+    donor.backbone.save_weights(path)
+    model.backbone.load_weights(path)
+    model.restart_momentum_networks()
+    for key, query in model.key_pairs(statistics=True):
+        np.testing.assert_array_equal(key.numpy(), query.numpy())
+    assert not model.key_backbone.trainable_variables

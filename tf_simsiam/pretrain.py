@@ -250,6 +250,7 @@ def pretrain(config):
             model.optimizer.build(model.trainable_variables)
             if init_dir:  # a checkpoint, when the run resumes, replaces these weights
                 model.backbone.load_weights(os.path.join(init_dir, export.WEIGHTS_FILE))
+                model.restart_momentum_networks()  # BYOL's target, MoCo's key encoder: from the same weights
         return model, steps_per_execution
 
     knn = None

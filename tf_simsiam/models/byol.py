@@ -65,7 +65,7 @@ class BYOL(TwoViewModel):
         self._config = dict(proj_dim=proj_dim, hidden_dim=hidden_dim, tau_base=self.tau_base,
                             total_steps=total_steps, sync_bn=sync_bn)
         self.build(backbone.input_shape)
-        momentum_copy([self.target_backbone, self.target_projector], [self.backbone, self.projector])
+        self.restart_momentum_networks()
 
     def build(self, input_shape):
         features = self.backbone.output_shape[-1]
@@ -73,6 +73,9 @@ class BYOL(TwoViewModel):
         self.predictor.build((None, self._config["proj_dim"]))
         self.target_projector.build((None, features))
         self.built = True
+
+    def restart_momentum_networks(self):
+        momentum_copy([self.target_backbone, self.target_projector], [self.backbone, self.projector])
 
     def target_pairs(self, statistics=False):
         """(target variable, online variable) of the backbones and projectors (two_views.momentum_pairs)."""

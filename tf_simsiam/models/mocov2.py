@@ -68,13 +68,16 @@ class MoCoV2(TwoViewModel):
         self.queue_pointer = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False,
                                              name="queue_pointer", aggregation="only_first_replica")
         self.build(backbone.input_shape)
-        momentum_copy([self.key_backbone, self.key_projector], [self.backbone, self.projector])
+        self.restart_momentum_networks()
 
     def build(self, input_shape):
         features = self.backbone.output_shape[-1]
         self.projector.build((None, features))
         self.key_projector.build((None, features))
         self.built = True
+
+    def restart_momentum_networks(self):
+        momentum_copy([self.key_backbone, self.key_projector], [self.backbone, self.projector])
 
     def key_pairs(self, statistics=False):
         """(key encoder variable, query encoder variable) of the backbones and heads (two_views.momentum_pairs)."""

@@ -148,6 +148,11 @@ class TwoViewModel(keras.Model):
     def after_update(self):
         """What a method does after each optimizer update (BYOL: its target's moving average)."""
 
+    def restart_momentum_networks(self):
+        """Copies the online networks into a method's moving averages (BYOL's target, MoCo's key encoder): call it
+        after loading weights into the online backbone (as --init_from does), so that the average starts from
+        them."""
+
     def _views(self, data, step):
         if self.augment is not None and (isinstance(data, dict) or (
                 not isinstance(data, (tuple, list)) and data.shape.rank == 4)):
