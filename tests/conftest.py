@@ -29,3 +29,15 @@ def tiny_simsiam(input_shape=(16, 16, 1), backbone_sync_bn=False, **kwargs):
     from tf_simsiam import SimSiam
     kwargs = {"proj_dim": 32, "pred_dim": 8, "proj_layers": 2, **kwargs}
     return SimSiam(tiny_backbone(input_shape, sync_bn=backbone_sync_bn), **kwargs)
+
+
+def fit_replicated(strategy, build, images, recipe, steps=3, batch=16, seed=2):
+    """(model, history): `build()` (a compiled model) made under strategy.scope(), then fitted for `steps` steps of
+    view pairs of `images` (global batch `batch`, split across the replicas): the mirrored-update tests' run."""
+    from tf_simsiam import distribute
+    from tf_simsiam.data import pipeline
+    with strategy.scope():
+        model = build()
+    dataset = distribute.distribute_dataset(strategy, lambda context: pipeline.pretrain_dataset(
+        images, batch, recipe, seed=seed, input_context=context))
+    return model, model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0).history

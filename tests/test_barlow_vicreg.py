@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import tiny_backbone
+from conftest import fit_replicated, tiny_backbone
 from tf_simsiam import BarlowTwins, VICReg, distribute, losses, optim
 from tf_simsiam.data import augment, pipeline
 
@@ -152,13 +152,12 @@ def test_projector_is_the_papers():
 
 
 def train(method, strategy, initial, steps=3, batch=16):
-    with strategy.scope():
+    def build():
         model = tiny(method, sync_bn=strategy.num_replicas_in_sync > 1)
         model.set_weights(initial)
         model.compile(optimizer=optim.pretrain_optimizer("lars", batch, 10, base_lr=0.5, weight_decay=1e-4))
-    dataset = distribute.distribute_dataset(strategy, lambda context: pipeline.pretrain_dataset(
-        images(), batch, RECIPE, seed=2, input_context=context))
-    history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0).history
+        return model
+    model, history = fit_replicated(strategy, build, images(), RECIPE, steps, batch)
     return model.get_weights(), history
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import tiny_backbone
+from conftest import fit_replicated, tiny_backbone
 from tf_simsiam import BYOL, distribute, losses, optim
 from tf_simsiam.data import augment, pipeline
 from tf_simsiam.models.byol import tau_schedule
@@ -89,13 +89,12 @@ def test_after_one_step_the_target_is_the_moving_average_of_the_updated_online_n
 
 
 def train(strategy, initial, steps=3, batch_size=16):
-    with strategy.scope():
+    def build():
         model = tiny(sync_bn=strategy.num_replicas_in_sync > 1)
         model.set_weights(initial)
         model.compile(optimizer=optim.pretrain_optimizer("lars", batch_size, 10, base_lr=1.0, weight_decay=1e-4))
-    dataset = distribute.distribute_dataset(strategy, lambda context: pipeline.pretrain_dataset(
-        images(), batch_size, RECIPE, seed=2, input_context=context))
-    history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0).history
+        return model
+    model, history = fit_replicated(strategy, build, images(), RECIPE, steps, batch_size)
     return model.get_weights(), history
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import tiny_backbone
+from conftest import fit_replicated, tiny_backbone
 from tf_simsiam import MoCoV2, distribute, losses, optim
 from tf_simsiam.data import augment, pipeline
 
@@ -138,15 +138,13 @@ def test_under_two_replicas_the_queue_holds_the_keys_of_both_in_replica_order():
     assert [int(p.numpy()) for p in strategy.experimental_local_results(model.queue_pointer.value)] == [6, 6]
 
 
-def train(strategy, initial, steps=3, batch_size=8):
-    with strategy.scope():
-        model = tiny(queue_size=32)
+def train(strategy, initial, steps=3, batch_size=8, sync_bn=False):
+    def build():
+        model = MoCoV2(tiny_backbone((16, 16, 1), sync_bn=sync_bn), proj_dim=8, queue_size=32, momentum=0.9)
         model.set_weights(initial)
         model.compile(optimizer=optim.pretrain_optimizer("sgd", batch_size, 10, base_lr=1.0, weight_decay=1e-4))
-    dataset = distribute.distribute_dataset(strategy, lambda context: pipeline.pretrain_dataset(
-        images(), batch_size, RECIPE, seed=2, input_context=context))
-    history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0).history
-    return model, history
+        return model
+    return fit_replicated(strategy, build, images(), RECIPE, steps, batch_size)
 
 
 def test_mirrored_update_with_synchronized_bn_is_the_single_device_update_with_the_same_queue():
@@ -154,14 +152,7 @@ def test_mirrored_update_with_synchronized_bn_is_the_single_device_update_with_t
     # the backbone and head are compared with BN synchronized; the queue must hold the same keys
     initial = tiny(queue_size=32).get_weights()
     single, _ = train(tf.distribute.get_strategy(), initial)
-    strategy = distribute.get_strategy("mirrored")
-    with strategy.scope():
-        synced = MoCoV2(tiny_backbone((16, 16, 1), sync_bn=True), proj_dim=8, queue_size=32, momentum=0.9)
-        synced.set_weights(initial)
-        synced.compile(optimizer=optim.pretrain_optimizer("sgd", 8, 10, base_lr=1.0, weight_decay=1e-4))
-    dataset = distribute.distribute_dataset(strategy, lambda context: pipeline.pretrain_dataset(
-        images(), 8, RECIPE, seed=2, input_context=context))
-    history = synced.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0).history
+    synced, history = train(distribute.get_strategy("mirrored"), initial, sync_bn=True)
     assert "contrastive_accuracy" in history
     assert int(synced.queue_pointer.numpy()) == int(single.queue_pointer.numpy()) == 48 % 32
     for a, b in zip(synced.get_weights(), single.get_weights()):

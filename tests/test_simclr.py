@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import tiny_backbone
+from conftest import fit_replicated, tiny_backbone
 from tf_simsiam import SimCLR, distribute, losses, optim
 from tf_simsiam.data import augment, pipeline
 
@@ -128,14 +128,13 @@ def test_gathered_loss_and_gradient_equal_the_single_device_ones():
 
 
 def train(strategy, initial, steps=3, batch=16):
-    with strategy.scope():
+    def build():
         model = tiny_simclr(sync_bn=strategy.num_replicas_in_sync > 1)
         model.backbone.set_weights(initial[0])
         model.projector.set_weights(initial[1])
         model.compile(optimizer=optim.pretrain_optimizer("lars", batch, 10, base_lr=2.0, weight_decay=1e-4))
-    dataset = distribute.distribute_dataset(strategy, lambda context: pipeline.pretrain_dataset(
-        images(), batch, RECIPE, seed=2, input_context=context))
-    history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0).history
+        return model
+    model, history = fit_replicated(strategy, build, images(), RECIPE, steps, batch)
     return model.get_weights(), history
 
 
