@@ -8,4 +8,4 @@ cd "$ROOT"
 # Two test processes (pytest-xdist): a test spends much of its time in Python (imports, tracing, subprocesses)
 # with a core idle, so two of them at once finish the suite sooner on a 2-core machine. TF_SIMSIAM_TEST_WORKERS=0
 # runs it in one process. pytest exits 5 when it collected no test: a failure here, like any other non-zero exit.
-exec "$PYTHON" -m pytest tests -q -n "${TF_SIMSIAM_TEST_WORKERS:-2}" --dist worksteal "$@"
+exec "$PYTHON" -m pytest tests -q -n "${TF_SIMSIAM_TEST_WORKERS:-2}" --dist worksteal --durations=30 "$@"

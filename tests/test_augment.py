@@ -101,3 +101,47 @@ def test_recipe_validation():
         A.Recipe(32, crop_scale=(0.0, 1.0))
     with pytest.raises(ValueError, match="blur_prob"):
         A.Recipe(32, blur_prob=2.0)
+    with pytest.raises(ValueError, match="solarize_prob"):
+        A.Recipe(32, solarize_prob=(0.0, 1.5))
+    with pytest.raises(ValueError, match="blur_prob must be one probability or a pair"):
+        A.Recipe(32, blur_prob=(0.5, 0.5, 0.5))
+
+
+def test_byol_recipe_is_the_papers_asymmetric_one():
+    recipe = A.byol(224)
+    assert recipe.blur_prob == (1.0, 0.1) and recipe.solarize_prob == (0.0, 0.2) and recipe.kernel_size() == 23
+    assert recipe.crop_scale == (0.08, 1.0) and recipe.jitter == pytest.approx((0.4, 0.4, 0.2, 0.1))
+    assert recipe.jitter_prob == 0.8 and recipe.grayscale_prob == 0.2
+    assert A.byol(32).blur_prob == 0.0 and A.byol(32).solarize_prob == (0.0, 0.2)  # CIFAR scale: no blur
+    assert A.RECIPES["byol"] is A.byol
+    views = A.two_views_compiled(images(batch=4, size=16), A.byol(12, blur=True), [0, 1]).numpy()  # XLA, both stages
+    assert views.shape == (4, 2, 12, 12, 3) and views.dtype == np.uint8
+    # a saved config (lists) gives the same recipe back
+    assert A.Recipe(**{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(recipe).items()}) \
+        == recipe
+
+
+def test_solarisation_inverts_the_levels_from_128_up_in_the_views_it_draws():
+    x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    out = A.random_solarize(tf.constant(x / 255.0, tf.float32), tf.constant([0, 1], tf.int64), 1.0).numpy()
+    np.testing.assert_array_equal(np.round(out * 255), np.where(x >= 128, 255 - x, x))
+    # per view: solarisation on the second view only; everything else (crops, colour) drawn as without it
+    plain = A.Recipe(16, jitter_prob=0.5, blur_prob=0.0)
+    x = images(batch=8, size=16)
+    base = A.two_views(x, plain, [5, 6]).numpy()
+    views = A.two_views(x, dataclasses.replace(plain, solarize_prob=(0.0, 1.0)), [5, 6]).numpy()
+    np.testing.assert_array_equal(views[:, 0], base[:, 0])
+    np.testing.assert_array_equal(views[:, 1], np.where(base[:, 1] >= 128, 255 - base[:, 1], base[:, 1]))
+
+
+def test_probabilities_per_view_are_drawn_per_image():
+    x = images(batch=2000, size=8, channels=1)
+    plain = A.Recipe(8, crop_scale=(1, 1), crop_ratio=(1, 1), flip_prob=0, jitter_prob=0, grayscale_prob=0,
+                     blur_prob=0.0)
+    views = A.two_views(x, dataclasses.replace(plain, solarize_prob=(0.2, 0.0)), [7, 8]).numpy()
+    np.testing.assert_array_equal(views[:, 1], x)
+    solarized = (views[:, 0] != x).reshape(2000, -1).any(axis=1)
+    assert abs(solarized.mean() - 0.2) < 0.045  # 5 binomial standard deviations of 2000 draws
+    blurred = A.two_views(x, dataclasses.replace(plain, blur_prob=(0.0, 1.0)), [7, 8]).numpy()
+    np.testing.assert_array_equal(blurred[:, 0], x)
+    assert (blurred[:, 1] != x).reshape(2000, -1).any(axis=1).mean() > 0.7  # a sigma near 0.1 may round away

@@ -30,8 +30,8 @@ RECIPES = {"simsiam": "configs/fashion_mnist.cfg", **{m: f"configs/fashion_mnist
 # the SimSiam paper's Table 4: ImageNet linear top-1 (%) after 100 epochs of pretraining, batch 256 for SimSiam and
 # 4096 for SimCLR and BYOL, each with the symmetrised loss
 PAPER_TABLE4 = {"simsiam": 68.1, "simclr": 66.5, "mocov2": 67.4, "byol": 66.5}
-# what must be the same for every method (from the recipes and --set); the rest (batch, heads, optimizer,
-# augmentations where a paper has its own) is each method's
+# what must be the same for every method (from the recipes and --set); the rest (batch, heads, optimizer and
+# augmentations: the default recipes share the demo's but for SimCLR's colour distortion) is each method's
 SHARED = ("dataset", "backbone", "width", "image_size", "seed", "precision")
 DEFAULTS = {"image_size": "0", "seed": "0", "precision": "auto"}
 COLOURS = {method: f"C{i}" for i, method in enumerate(METHODS)}

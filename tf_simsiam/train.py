@@ -45,8 +45,9 @@ flags.DEFINE_float("max_unreadable", D.max_unreadable, "The fraction of a folder
                    "unreadable: each is logged by path and skipped; more stops the run with the list.",
                    lower_bound=0, upper_bound=1)
 flags.DEFINE_enum("augment", D.augment, list(augment.RECIPES),
-                  "Augmentation recipe: SimSiam's ImageNet one, its CIFAR variant (no blur), or SimCLR's "
-                  "(colour strength --color_strength, blur only above 64 pixels).")
+                  "Augmentation recipe: SimSiam's ImageNet one, its CIFAR variant (no blur), SimCLR's "
+                  "(colour strength --color_strength, blur only above 64 pixels), or BYOL's asymmetric one "
+                  "(blur p 1.0 / 0.1 above 64 pixels, solarisation p 0 / 0.2; also Barlow Twins' and VICReg's).")
 flags.DEFINE_float("color_strength", D.color_strength, "SimCLR's colour distortion strength s (1.0 ImageNet, "
                    "0.5 CIFAR-10); --augment=simclr only.", lower_bound=0)
 flags.DEFINE_float("crop_min_scale", D.crop_min_scale, "Lower bound of the random-resized-crop area "

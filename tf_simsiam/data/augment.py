@@ -9,6 +9,7 @@ Order and semantics follow torchvision, as in the official SimSiam code:
     RandomApply(ColorJitter(b, c, s, h), p)    -> the four adjustments in a random order per image
     RandomGrayscale(p)
     RandomApply(GaussianBlur(sigma), p)        -> separable Gaussian, reflect padding, as matrices
+    RandomSolarize(128, p)                     -> levels >= 128 inverted (BYOL's recipe; p=0 elsewhere)
     RandomHorizontalFlip()                     -> folded into the crop matrices (it commutes with the rest)
 Crop, resize and flip are one pair of per-image matrices Ay (size x H) and Ax (size x W):
 views = Ay @ image @ Ax^T, which is two small matmuls instead of gathers. The crop box is drawn on each image's own
@@ -35,7 +36,8 @@ GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """Augmentation hyperparameters. Probabilities are per image."""
+    """Augmentation hyperparameters. Probabilities are per image; blur_prob and solarize_prob are one probability
+    for both views or a pair (first view, second view), as in BYOL's asymmetric recipe."""
 
     size: int
     crop_scale: tuple = (0.2, 1.0)
@@ -47,22 +49,41 @@ class Recipe:
     blur_prob: float = 0.5
     blur_sigma: tuple = (0.1, 2.0)
     blur_kernel_size: int = 0  # 0: 2 * ceil(3 * max sigma) + 1
+    solarize_prob: float = 0.0
 
     def __post_init__(self):
         for name in ("crop_scale", "crop_ratio", "jitter", "blur_sigma"):  # from a saved config they are lists
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in PER_VIEW:
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                if len(value) != 2:
+                    raise ValueError(f"{name} must be one probability or a pair (first view, second view), "
+                                     f"got {value!r}")
+                object.__setattr__(self, name, tuple(value))
         if not isinstance(self.size, int) or self.size <= 0:
             raise ValueError(f"augmentation size must be a positive integer, got {self.size!r}")
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
-        for name in ("flip_prob", "jitter_prob", "grayscale_prob", "blur_prob"):
-            if not 0 <= getattr(self, name) <= 1:
+        for name in ("flip_prob", "jitter_prob", "grayscale_prob", *PER_VIEW):
+            if not all(0 <= p <= 1 for p in _pair(getattr(self, name))):
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+
+    def of_view(self, view):
+        """The recipe of view 0 or 1: the per-view probabilities resolved to that view's."""
+        return dataclasses.replace(self, **{name: _pair(getattr(self, name))[view] for name in PER_VIEW})
 
     def kernel_size(self):
         size = self.blur_kernel_size or 2 * math.ceil(3 * self.blur_sigma[1]) + 1
         return min(size | 1, 2 * self.size - 1)
+
+
+PER_VIEW = ("blur_prob", "solarize_prob")  # the probabilities a recipe may set per view
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
 
 
 def simsiam_imagenet(size=224):
@@ -94,7 +115,18 @@ def simclr(size=224, strength=1.0, blur=None):
                   blur_kernel_size=max(3, size // 10) | 1)
 
 
-RECIPES = {"simsiam_imagenet": simsiam_imagenet, "simsiam_cifar": simsiam_cifar, "simclr": simclr}
+def byol(size=224, blur=None):
+    """BYOL's asymmetric augmentation (its Table 6; Barlow Twins and VICReg use it too): random resized crop
+    0.08-1 and flip; colour jitter (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1) with p=0.8; grayscale
+    p=0.2; Gaussian blur (sigma 0.1-2, a 23 x 23 kernel at 224: 10% of the side) with p=1.0 on the first view and
+    0.1 on the second; solarisation with p=0 and 0.2. The blur is left out for small images (CIFAR, as in
+    solo-learn's CIFAR recipes) unless blur=True."""
+    blur = size > 64 if blur is None else blur
+    return Recipe(size, crop_scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_prob=(1.0, 0.1) if blur else 0.0,
+                  blur_kernel_size=max(3, size // 10) | 1, solarize_prob=(0.0, 0.2))
+
+
+RECIPES = {"simsiam_imagenet": simsiam_imagenet, "simsiam_cifar": simsiam_cifar, "simclr": simclr, "byol": byol}
 
 
 def _uniform(seed, shape, low=0.0, high=1.0):
@@ -184,11 +216,15 @@ def _as_float(images):
     return tf.cast(images, tf.float32) / 255.0 if images.dtype == tf.uint8 else tf.cast(images, tf.float32)
 
 
-def photometric(views, recipe, seeds):
-    """Colour jitter, grayscale and blur of crops (B, size, size, C) in [0, 1]; seeds (5, 2) of the view."""
+def photometric(views, recipe, seeds, view=0):
+    """Colour jitter, grayscale, blur and solarisation of crops (B, size, size, C) in [0, 1] as view 0 or 1 of
+    the recipe; seeds (5, 2) of the view."""
+    recipe = recipe.of_view(view)
     views = color_jitter(views, seeds[2], recipe.jitter, recipe.jitter_prob)
     views = random_grayscale(views, seeds[3], recipe.grayscale_prob)
     views = gaussian_blur(views, seeds[4], recipe.blur_sigma, recipe.blur_prob, recipe.kernel_size())
+    views = random_solarize(_to_levels(views), tf.random.experimental.stateless_fold_in(seeds[4], 1),
+                            recipe.solarize_prob)
     return _to_levels(views)
 
 
@@ -273,6 +309,15 @@ def gaussian_blur(images, seed, sigma_range, prob, kernel_size):
     return tf.einsum("bkh,bhwc,blw->bklc", blur, images, blur)
 
 
+def random_solarize(images, seed, prob):
+    """torchvision's RandomSolarize(threshold=128, p) on images on the 256 levels in [0, 1]: each image with
+    probability p has its levels >= 128 inverted (x -> 1 - x)."""
+    if prob == 0:
+        return images
+    apply = _uniform(seed, [tf.shape(images)[0], 1, 1, 1]) < prob
+    return tf.where(apply & (images >= 128.0 / 255.0 - 1e-6), 1.0 - images, images)
+
+
 def augment(images, recipe, seed, sizes=None):
     """One augmented view of each image, float in [0, 1] on the 256 uint8 levels.
 
@@ -314,10 +359,10 @@ def crops_of(images, boxes, size):
 
 
 def two_views_of_crops(crops, recipe, seed):
-    """Both views' colour stages (jitter, grayscale, blur) on resized crops (B, 2, size, size, C) uint8."""
+    """Both views' colour stages (jitter, grayscale, blur, solarisation) on resized crops (B, 2, size, size, C) uint8."""
     crops = _as_float(crops)
     seeds = _view_seeds(seed)
-    views = [photometric(crops[:, v], recipe, seeds[v]) for v in range(2)]
+    views = [photometric(crops[:, v], recipe, seeds[v], v) for v in range(2)]
     return tf.cast(tf.round(tf.stack(views, axis=1) * 255.0), tf.uint8)
 
 
