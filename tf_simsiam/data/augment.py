@@ -223,8 +223,7 @@ def photometric(views, recipe, seeds, view=0):
     views = color_jitter(views, seeds[2], recipe.jitter, recipe.jitter_prob)
     views = random_grayscale(views, seeds[3], recipe.grayscale_prob)
     views = gaussian_blur(views, seeds[4], recipe.blur_sigma, recipe.blur_prob, recipe.kernel_size())
-    views = random_solarize(_to_levels(views), tf.random.experimental.stateless_fold_in(seeds[4], 1),
-                            recipe.solarize_prob)
+    views = random_solarize(views, tf.random.experimental.stateless_fold_in(seeds[4], 1), recipe.solarize_prob)
     return _to_levels(views)
 
 
@@ -310,12 +309,13 @@ def gaussian_blur(images, seed, sigma_range, prob, kernel_size):
 
 
 def random_solarize(images, seed, prob):
-    """torchvision's RandomSolarize(threshold=128, p) on images on the 256 levels in [0, 1]: each image with
-    probability p has its levels >= 128 inverted (x -> 1 - x)."""
+    """torchvision's RandomSolarize(threshold=128, p) of images in [0, 1], rounded to the 256 levels first (as the
+    PIL image it is applied to): each image with probability p has its levels >= 128 inverted (x -> 1 - x)."""
     if prob == 0:
         return images
+    images = _to_levels(images)
     apply = _uniform(seed, [tf.shape(images)[0], 1, 1, 1]) < prob
-    return tf.where(apply & (images >= 128.0 / 255.0 - 1e-6), 1.0 - images, images)
+    return tf.where(apply & (images > 127.5 / 255.0), 1.0 - images, images)
 
 
 def augment(images, recipe, seed, sizes=None):
@@ -359,7 +359,8 @@ def crops_of(images, boxes, size):
 
 
 def two_views_of_crops(crops, recipe, seed):
-    """Both views' colour stages (jitter, grayscale, blur, solarisation) on resized crops (B, 2, size, size, C) uint8."""
+    """Both views' colour stages (jitter, grayscale, blur, solarisation) on resized crops (B, 2, size, size, C)
+    uint8."""
     crops = _as_float(crops)
     seeds = _view_seeds(seed)
     views = [photometric(crops[:, v], recipe, seeds[v], v) for v in range(2)]
